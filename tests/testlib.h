@@ -1,0 +1,48 @@
+/*
+ * testlib.h: the small harness every test program uses: checks that count and report, a seeded
+ * random generator (FAMASK_TEST_SEED overrides the seed; the seed is printed so a failure can be replayed),
+ * and the closing "N passed, N failed" line.
+ */
+#ifndef FAMASK_TESTLIB_H
+#define FAMASK_TESTLIB_H
+
+#include "famask.h"
+
+#include <stdint.h>
+#include <stdio.h>
+
+extern int tl_passed, tl_failed;
+
+/* CHECK(cond, fmt, ...): counts a pass or prints the failure with file:line and the message. */
+#define CHECK(cond, ...)                                                                                           \
+    do {                                                                                                           \
+        if (cond) {                                                                                                \
+            tl_passed++;                                                                                           \
+        } else {                                                                                                   \
+            tl_failed++;                                                                                           \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                                   \
+            fprintf(stderr, __VA_ARGS__);                                                                          \
+            fputc('\n', stderr);                                                                                   \
+        }                                                                                                          \
+    } while (0)
+
+/* CHECK_OK(ctx, call): the call must return FAMASK_STATUS_OK; prints the context's message if not. */
+#define CHECK_OK(ctx, call)                                                                                        \
+    do {                                                                                                           \
+        famask_status st_ = (call);                                                                                \
+        CHECK(st_ == FAMASK_STATUS_OK, "%s -> %s: %s", #call, famask_status_str(st_), famask_ctx_errmsg(ctx));    \
+    } while (0)
+
+/* Seeds the generator from FAMASK_TEST_SEED or the clock and prints the seed. */
+void tl_seed(const char *program);
+uint64_t tl_rand(void);
+/* Uniform integer in [lo, hi] (inclusive). */
+int tl_rand_int(int lo, int hi);
+/* Uniform in [0, 1). */
+double tl_rand_unit(void);
+/* Standard normal. */
+double tl_rand_normal(void);
+/* Prints "N passed, N failed" and returns the exit code (0 or 1). */
+int tl_finish(void);
+
+#endif

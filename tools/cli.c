@@ -1,0 +1,116 @@
+/*
+ * cli.c: shared pieces of the famask commands (see cli.h).
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cli_exit_code(famask_status status)
+{
+    switch (status) {
+    case FAMASK_STATUS_OK:
+        return EXIT_OK;
+    case FAMASK_STATUS_INVALID_ARGUMENT:
+        return EXIT_USAGE;
+    case FAMASK_STATUS_BAD_SPEC:
+    case FAMASK_STATUS_BAD_MASK:
+    case FAMASK_STATUS_NOT_REPRESENTABLE:
+    case FAMASK_STATUS_BAD_DATA:
+    case FAMASK_STATUS_UNSUPPORTED:
+        return EXIT_DATA;
+    case FAMASK_STATUS_CANNOT_OPEN:
+        return EXIT_NOINPUT;
+    case FAMASK_STATUS_NO_DEVICE:
+        return EXIT_NODEVICE;
+    case FAMASK_STATUS_CANNOT_CREATE:
+        return EXIT_CANTCREAT;
+    case FAMASK_STATUS_IO:
+        return EXIT_IOERR;
+    case FAMASK_STATUS_NO_MEMORY:
+    case FAMASK_STATUS_CUDA:
+    case FAMASK_STATUS_INTERNAL:
+        return EXIT_INTERNAL;
+    }
+    return EXIT_INTERNAL;
+}
+
+int cli_fail(famask_ctx *ctx, famask_status status)
+{
+    const char *msg = famask_ctx_errmsg(ctx);
+    fprintf(stderr, "famask: %s\n", msg && *msg ? msg : famask_status_str(status));
+    return cli_exit_code(status);
+}
+
+void cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("famask: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+int cli_usage(const char *command, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("famask: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    fprintf(stderr, "famask: see 'famask help %s'\n", command);
+    return EXIT_USAGE;
+}
+
+int cli_wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            return 0;
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+            return 1;
+    }
+    return 0;
+}
+
+int cli_help(const char *command)
+{
+    for (const cli_command *c = cli_commands; c->name; c++)
+        if (strcmp(c->name, command) == 0) {
+            fputs(c->usage, stdout);
+            return EXIT_OK;
+        }
+    return cli_usage("help", "unknown command '%s'", command);
+}
+
+int cli_parse_int(const char *s, int *out)
+{
+    if (!s || *s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v > INT_MAX)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+int cli_ends_with(const char *path, const char *suffix)
+{
+    size_t n = strlen(path), m = strlen(suffix);
+    return n >= m && strcmp(path + n - m, suffix) == 0;
+}
+
+famask_status cli_load_mask(famask_ctx *ctx, const char *path, int seq_len, famask_mask **out)
+{
+    if (cli_ends_with(path, ".fmask") || cli_ends_with(path, ".npy"))
+        return famask_mask_load(ctx, path, 0, out);
+    return famask_mask_compile_file(ctx, path, seq_len, out);
+}
