@@ -1,0 +1,33 @@
+/*
+ * kernels.h: the plain-C boundary between the host library and the CUDA kernels.
+ *
+ * src/attn.c validates the public arguments (shapes, strides, dtypes, the mask's shape) and then calls these.
+ * Without CUDA (FAMASK_CUDA off) src/cuda-off.c provides them, each returning FAMASK_STATUS_NO_DEVICE.
+ * Templates, tile sizes and PTX stay behind this header.
+ */
+#ifndef FAMASK_KERNELS_H
+#define FAMASK_KERNELS_H
+
+#include "famask.h"
+#include "tile-rule.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Forward and backward on the GPU; args already validated (see src/attn.c), device pointers in args. */
+famask_status fm_cuda_fwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args);
+famask_status fm_cuda_bwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args);
+
+/* The device copy of the mask vectors ([batch_m, heads_m, seq_len_k, 4] int32), uploaded on first use and
+ * cached in the mask (mask->dev), and its per-key-block summaries for block size block_k
+ * ([batch_m, heads_m, ceil(seq_len_k / block_k)] fm_block_summary), computed on the device on first request
+ * and cached beside it. Either output pointer may be NULL. */
+famask_status fm_cuda_mask_device(famask_ctx *ctx, famask_mask *mask, int block_k, void *stream,
+                                  const int32_t **bounds, const fm_block_summary **summaries);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FAMASK_KERNELS_H */
