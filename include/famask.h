@@ -303,8 +303,10 @@ void famask_array_free(famask_array *array);
  * ------------------------------------------------------------------------------------------------------------ */
 
 typedef enum famask_device {
-    FAMASK_DEVICE_CPU = 0,
-    FAMASK_DEVICE_CUDA = 1,
+    FAMASK_DEVICE_CPU = 0,          /* the reference path: float64 accumulation, skips fully masked tiles */
+    FAMASK_DEVICE_CUDA = 1,         /* the fused kernels */
+    FAMASK_DEVICE_CUDA_UNFUSED = 2, /* standard attention on cuBLAS (S = QK^T, masked softmax, O = PV), forward
+                                       only: the checker for sizes the CPU cannot reach, and a benchmark row */
 } famask_device;
 
 /* A 4-D tensor [batch, seq, head, head_dim]. Strides are in elements; the last dimension is contiguous.

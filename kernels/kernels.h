@@ -18,6 +18,8 @@ extern "C" {
 /* Forward and backward on the GPU; args already validated (see src/attn.c), device pointers in args. */
 famask_status fm_cuda_fwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args);
 famask_status fm_cuda_bwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args);
+/* Standard (unfused) attention forward on cuBLAS, in tiles of query rows; FAMASK_DEVICE_CUDA_UNFUSED. */
+famask_status fm_cuda_unfused_fwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args);
 
 /* The device copy of the mask vectors ([batch_m, heads_m, seq_len_k, 4] int32), uploaded on first use and
  * cached in the mask (mask->dev), and its per-key-block summaries for block size block_k

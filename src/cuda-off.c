@@ -9,18 +9,32 @@
 
 static famask_status no_cuda(famask_ctx *ctx)
 {
-    return fm_error(ctx, FAMASK_STATUS_NO_DEVICE, "famask was built without CUDA (FAMASK_CUDA=OFF); use the cpu device");
+    return fm_error(ctx, FAMASK_STATUS_NO_DEVICE,
+                    "famask was built without CUDA (FAMASK_CUDA=OFF); use the cpu device");
 }
 
-famask_status fm_cuda_fwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args) { return no_cuda(ctx); }
-famask_status fm_cuda_bwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args) { return no_cuda(ctx); }
-famask_status fm_cuda_mask_device(famask_ctx *ctx, famask_mask *mask, int block_k, void *stream,
-                                  const int32_t **bounds, const fm_block_summary **summaries)
+famask_status fm_cuda_fwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args)
+{
+    return no_cuda(ctx);
+}
+famask_status fm_cuda_bwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args)
+{
+    return no_cuda(ctx);
+}
+famask_status fm_cuda_unfused_fwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args)
+{
+    return no_cuda(ctx);
+}
+famask_status fm_cuda_mask_device(famask_ctx *ctx, famask_mask *mask, int block_k, void *stream, const int32_t **bounds,
+                                  const fm_block_summary **summaries)
 {
     return no_cuda(ctx);
 }
 
-famask_status famask_mask_upload(famask_ctx *ctx, famask_mask *mask, void *stream) { return no_cuda(ctx); }
+famask_status famask_mask_upload(famask_ctx *ctx, famask_mask *mask, void *stream)
+{
+    return no_cuda(ctx);
+}
 
 #else
 typedef int fm_cuda_on; /* ISO C forbids an empty translation unit */
