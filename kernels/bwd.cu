@@ -1031,8 +1031,6 @@ extern "C" famask_status fm_cuda_bwd(famask_ctx *ctx, famask_mask *mask, const f
                 return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED,
                                 "'%s' must be 16-byte aligned with strides that are multiples of 8 elements",
                                 names[i]);
-        if ((uintptr_t)a->lse % 16 != 0 && a->lse)
-            return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED, "'lse' must be 16-byte aligned");
     }
     if (!a->lse)
         return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT, "'lse' is required by the backward");
