@@ -81,6 +81,24 @@ template <int DS> FM_DEV int fm_swz(int r, int c)
     return r * DS + ((c ^ (r & 7)) << 3);
 }
 
+/* Byte offset of the ldmatrix row address of a lane, split so that the loops over k need no per-step address
+ * register: a lane reads row r at chunk cc + hi, where cc is an even compile-time constant and hi (0 or 1) depends
+ * on the lane. With rows of DS elements (a multiple of 128 bytes), that chunk's swizzled byte offset is
+ *     (lane_off ^ ((cc & 7) << 4)) + ((cc & ~7) << 4),  lane_off = 2 * r * DS + ((hi ^ (r & 7)) << 4)
+ * fm_swz_lane gives lane_off once; fm_swz_step (cc even, a constant after unrolling) applies a step with an xor that the compiler may not hoist (a
+ * hoisted copy per step would hold one register per k step across the main loop). */
+template <int DS> FM_DEV uint32_t fm_swz_lane(int r, int hi)
+{
+    return (uint32_t)(2 * r * DS + ((hi ^ (r & 7)) << 4));
+}
+
+FM_DEV uint32_t fm_swz_step(uint32_t lane_off, int cc)
+{
+    uint32_t x;
+    asm volatile("xor.b32 %0, %1, %2;\n" : "=r"(x) : "r"(lane_off), "r"((cc & 6) << 4));
+    return x + ((cc & ~7) << 4);
+}
+
 /* ---- ldmatrix ---------------------------------------------------------------------------------------------- */
 
 /* Four 8x8 b16 matrices; lane l gives the row address of matrix l / 8, row l % 8. */

@@ -76,24 +76,38 @@ __device__ __forceinline__ void load_tile(uint32_t s, const uint16_t *g, int64_t
     }
 }
 
-/* The first live (not skipped) key block at or after `from` for query rows [r0, r1), or n_kb; *cls gets its
- * class. Each warp searches 32 blocks at a time; all warps reach the same answer. */
-__device__ __forceinline__ int next_live(const fm_block_summary *__restrict__ sums, int from, int n_kb, int r0,
-                                         int r1, int *cls)
+/* The search for live (not skipped) key blocks of query rows [r0, r1). Each warp classifies a window of 32
+ * blocks at once (one summary per lane) and keeps the result as two ballot masks, so that finding the next live
+ * block costs bit operations, not a dependent global load, on all but one iteration in 32. All warps of the CTA
+ * reach the same answers. */
+struct live_scan {
+    int base;            /* first block of the window */
+    unsigned live, part; /* bit i: block base + i is live / partial */
+};
+
+/* The first live block at or after `from`, or n_kb; *cls gets its class. */
+__device__ __forceinline__ int next_live(live_scan &sc, const fm_block_summary *__restrict__ sums, int from,
+                                         int n_kb, int r0, int r1, int *cls)
 {
-    const int lane = threadIdx.x % 32;
-    for (int base = from; base < n_kb; base += 32) {
-        int kb = base + lane, c = FM_TILE_SKIPPED;
-        if (kb < n_kb) {
-            fm_block_summary s = sums[kb];
-            c = fm_tile_classify(&s, r0, r1);
+    while (from < n_kb) {
+        if (from < sc.base || from >= sc.base + 32) {
+            const int kb = from + threadIdx.x % 32;
+            int c = FM_TILE_SKIPPED;
+            if (kb < n_kb) {
+                fm_block_summary s = sums[kb];
+                c = fm_tile_classify(&s, r0, r1);
+            }
+            sc.base = from;
+            sc.live = __ballot_sync(0xffffffffu, c != FM_TILE_SKIPPED);
+            sc.part = __ballot_sync(0xffffffffu, c == FM_TILE_PARTIAL);
         }
-        unsigned live = __ballot_sync(0xffffffffu, c != FM_TILE_SKIPPED);
-        if (live) {
-            int first = __ffs(live) - 1;
-            *cls = __shfl_sync(0xffffffffu, c, first);
-            return base + first;
+        const unsigned m = sc.live >> (from - sc.base);
+        if (m) {
+            const int k = from + __ffs(m) - 1;
+            *cls = (sc.part >> (k - sc.base)) & 1u ? FM_TILE_PARTIAL : FM_TILE_UNMASKED;
+            return k;
         }
+        from = sc.base + 32;
     }
     *cls = FM_TILE_SKIPPED;
     return n_kb;
@@ -118,6 +132,10 @@ __global__ void __launch_bounds__(128) fwd_kernel(const fwd_params p)
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int g = lane / 4, t = lane % 4;
+    /* ldmatrix row addresses (see fm_swz_lane): Q rows of this warp, K rows by n tile pair, V rows by k step */
+    const uint32_t q_lane = fm_swz_lane<DS>(warp * 16 * MT + lane % 16, lane / 16);
+    const uint32_t k_lane = fm_swz_lane<DS>((lane / 16) * 8 + lane % 8, (lane / 8) % 2);
+    const uint32_t v_lane = fm_swz_lane<DS>(((lane / 8) % 2) * 8 + lane % 8, lane / 16);
     /* Last query tiles first: under causal-like masks they have the most key blocks, so the long CTAs start
      * early and the short ones fill the tail. */
     const int qt = gridDim.x - 1 - blockIdx.x;
@@ -160,7 +178,8 @@ __global__ void __launch_bounds__(128) fwd_kernel(const fwd_params p)
     };
 
     int cls;
-    int kb = next_live(sums, 0, n_kb, r0, r1, &cls);
+    live_scan scan = {-64, 0u, 0u};
+    int kb = next_live(scan, sums, 0, n_kb, r0, r1, &cls);
     if (kb < n_kb) {
         load_tile<D, BR>(sQ, gq, p.q_s, r0, p.seq_len_q);
         load_block(kb, cls, 0);
@@ -171,7 +190,7 @@ __global__ void __launch_bounds__(128) fwd_kernel(const fwd_params p)
     while (kb < n_kb) {
         const int cur_cls = cls;
         const int c0 = kb * BC;
-        const int next = next_live(sums, kb + 1, n_kb, r0, r1, &cls);
+        const int next = next_live(scan, sums, kb + 1, n_kb, r0, r1, &cls);
         if (next < n_kb)
             load_block(next, cls, stage ^ 1);
         fm_cp_async_commit();
@@ -188,17 +207,16 @@ __global__ void __launch_bounds__(128) fwd_kernel(const fwd_params p)
         const uint32_t kst = sK + stage * BC * DS * 2;
 #pragma unroll
         for (int ks = 0; ks < D / 16; ks++) {
+            const uint32_t ko = fm_swz_step(k_lane, 2 * ks);
             uint32_t a[MT][4];
+            const uint32_t qo = fm_swz_step(q_lane, 2 * ks);
 #pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                int r = warp * 16 * MT + mt * 16 + (lane % 16);
-                fm_ldmatrix_x4(a[mt], sQ + 2 * fm_swz<DS>(r, ks * 2 + lane / 16));
-            }
+            for (int mt = 0; mt < MT; mt++)
+                fm_ldmatrix_x4(a[mt], sQ + qo + mt * 16 * DS * 2);
 #pragma unroll
             for (int np = 0; np < NT / 2; np++) {
                 uint32_t bk[4];
-                int r = np * 16 + (lane / 16) * 8 + (lane % 8);
-                fm_ldmatrix_x4(bk, kst + 2 * fm_swz<DS>(r, ks * 2 + (lane / 8) % 2));
+                fm_ldmatrix_x4(bk, kst + ko + np * 16 * DS * 2);
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
                     dt::mma(s[mt][2 * np], a[mt], bk[0], bk[1]);
@@ -280,8 +298,7 @@ __global__ void __launch_bounds__(128) fwd_kernel(const fwd_params p)
 #pragma unroll
             for (int dp = 0; dp < DT / 2; dp++) {
                 uint32_t bv[4];
-                int r = kk * 16 + ((lane / 8) % 2) * 8 + (lane % 8);
-                fm_ldmatrix_x4_trans(bv, vst + 2 * fm_swz<DS>(r, dp * 2 + lane / 16));
+                fm_ldmatrix_x4_trans(bv, vst + fm_swz_step(v_lane, 2 * dp) + kk * 16 * DS * 2);
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
                     dt::mma(acc[mt][2 * dp], a[mt], bv[0], bv[1]);
@@ -338,14 +355,15 @@ fail:
     return st;
 }
 
-/* Tile shapes per head dim (FlashAttention-2's choices for 64 and 128; a 64-row query tile for 256, whose
- * accumulator would not fit in registers at 128 rows). fwd_block_k must agree. */
+/* Tile shapes per head dim: 128 x 64 as FlashAttention-2 for 128 (and 96, 64: at 128 x 128 the head dim 64
+ * kernel spills registers); a 64-row query tile for 256, whose accumulator would not fit in registers at 128
+ * rows. fwd_block_k must agree. */
 template <typename T>
 static famask_status dispatch(famask_ctx *ctx, const fwd_params &p, int head_dim, int batch, cudaStream_t stream)
 {
     switch (head_dim) {
     case 32: return launch<T, 32, 128, 128>(ctx, p, batch, stream);
-    case 64: return launch<T, 64, 128, 128>(ctx, p, batch, stream);
+    case 64: return launch<T, 64, 128, 64>(ctx, p, batch, stream);
     case 96: return launch<T, 96, 128, 64>(ctx, p, batch, stream);
     case 128: return launch<T, 128, 128, 64>(ctx, p, batch, stream);
     case 256: return launch<T, 256, 64, 64>(ctx, p, batch, stream);
@@ -359,7 +377,7 @@ static famask_status dispatch(famask_ctx *ctx, const fwd_params &p, int head_dim
 /* The key block size of the kernel chosen for head_dim (the summaries must match it). */
 static int fwd_block_k(int head_dim)
 {
-    return head_dim <= 64 ? 128 : 64;
+    return head_dim <= 32 ? 128 : 64;
 }
 
 static int aligned16(const famask_tensor *t)
