@@ -38,13 +38,14 @@ template <> struct fm_dtype<__nv_bfloat16> {
     {
         return __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&x));
     }
-    /* c = a * b (no accumulator to zero first) */
+    /* c = a * b: the zero accumulator is an immediate (RZ in SASS), so nothing is zeroed or kept live first */
     static FM_DEV void mma_zero(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
     {
         asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %10, %10, %10};\n"
+                     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                     "{0f00000000, 0f00000000, 0f00000000, 0f00000000};\n"
                      : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.f));
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
     }
     /* c += a * b */
     static FM_DEV void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
@@ -66,13 +67,14 @@ template <> struct fm_dtype<__half> {
     {
         return __half22float2(*reinterpret_cast<__half2 *>(&x));
     }
-    /* c = a * b (no accumulator to zero first) */
+    /* c = a * b: the zero accumulator is an immediate (RZ in SASS), so nothing is zeroed or kept live first */
     static FM_DEV void mma_zero(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
     {
         asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-                     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %10, %10, %10};\n"
+                     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                     "{0f00000000, 0f00000000, 0f00000000, 0f00000000};\n"
                      : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.f));
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
     }
     static FM_DEV void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
     {

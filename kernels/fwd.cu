@@ -38,7 +38,7 @@ template <int D> struct fwd_row {
 
 template <int D, int BR, int BC> constexpr int fwd_smem_bytes()
 {
-    return (BR + 4 * BC) * fwd_row<D>::DS * 2 + 2 * BC * 16 + 2 * 32;
+    return (BR + 4 * BC) * fwd_row<D>::DS * 2 + 2 * BC * 16;
 }
 
 /* cp.async of `rows` rows of D elements from global (row stride `stride`, rows past n_valid zero-filled) into a
@@ -133,9 +133,7 @@ __global__ void __launch_bounds__(128, D == 64 ? FAMASK_FWD_D64_CTAS : 1) fwd_ke
     const uint32_t sK = sQ + BR * DS * 2;
     const uint32_t sV = sK + 2 * BC * DS * 2;
     const uint32_t sB = sV + 2 * BC * DS * 2;
-    const uint32_t sS = sB + 2 * BC * 16;
     const int4 *sBounds = reinterpret_cast<const int4 *>(smem + (BR + 4 * BC) * DS * 2);
-    const fm_block_summary *sSums = reinterpret_cast<const fm_block_summary *>(sBounds + 2 * BC);
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int g = lane / 4, t = lane % 4;
@@ -151,7 +149,6 @@ __global__ void __launch_bounds__(128, D == 64 ? FAMASK_FWD_D64_CTAS : 1) fwd_ke
     const int mb = p.batch_m == 1 ? 0 : b;
     const int mh = p.heads_m == 1 ? 0 : (p.heads_m == p.n_head ? h : hk);
     const int r0 = qt * BR, r1 = min(r0 + BR, p.seq_len_q);
-    const int w_r0 = r0 + warp * 16 * MT, w_r1 = min(w_r0 + 16 * MT, p.seq_len_q);
     const int n_kb = (p.seq_len_k + BC - 1) / BC;
 
     const uint16_t *gq = static_cast<const uint16_t *>(p.q) + b * p.q_b + h * p.q_h;
@@ -172,8 +169,7 @@ __global__ void __launch_bounds__(128, D == 64 ? FAMASK_FWD_D64_CTAS : 1) fwd_ke
         row_sum[mt][0] = row_sum[mt][1] = 0.f;
     }
 
-    /* Loads block kb's K, V and (when it needs element-wise masking) its column bounds, and for partial blocks its
-     * summary (each warp classifies its own rows against it), into stage st. */
+    /* Loads block kb's K, V and (when it needs element-wise masking) its column bounds into stage st. */
     auto load_block = [&](int kb, int cls, int st) {
         const int c0 = kb * BC;
         load_tile<D, BC>(sK + st * BC * DS * 2, gk, p.k_s, c0, p.seq_len_k);
@@ -184,8 +180,6 @@ __global__ void __launch_bounds__(128, D == 64 ? FAMASK_FWD_D64_CTAS : 1) fwd_ke
                 fm_cp_async16(sB + (st * BC + c) * 16, ok ? gb + 4 * (int64_t)(c0 + c) : gb, ok ? 16 : 0);
             }
         }
-        if (cls == FM_TILE_PARTIAL && tid < 2)
-            fm_cp_async16(sS + st * 32 + tid * 16, reinterpret_cast<const char *>(sums + kb) + tid * 16, 16);
     };
 
     int cls;
@@ -208,138 +202,127 @@ __global__ void __launch_bounds__(128, D == 64 ? FAMASK_FWD_D64_CTAS : 1) fwd_ke
         fm_cp_async_wait<1>();
         __syncthreads();
 
-        /* The warp's own class for this block: a partial block of the CTA's tile may be skipped or unmasked for the
-         * warp's rows, and a skipped warp leaves the tensor cores to the SM's other warps. Warps whose rows all lie
-         * past seq_len_q skip every block. */
-        int wcls = cur_cls;
-        if (cur_cls == FM_TILE_PARTIAL) {
-            const fm_block_summary ws = sSums[stage];
-            wcls = fm_tile_classify(&ws, w_r0, w_r1);
+        /* S = Q K^T for this warp's rows */
+        float s[MT][NT][4];
+        const uint32_t kst = sK + stage * BC * DS * 2;
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ks++) {
+            const uint32_t ko = fm_swz_step(k_lane, 2 * ks);
+            uint32_t a[MT][4];
+            const uint32_t qo = fm_swz_step(q_lane, 2 * ks);
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+                fm_ldmatrix_x4(a[mt], sQ + qo + mt * 16 * DS * 2);
+#pragma unroll
+            for (int np = 0; np < NT / 2; np++) {
+                uint32_t bk[4];
+                fm_ldmatrix_x4(bk, kst + ko + np * 16 * DS * 2);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    /* the first k step writes S without reading it: no zeroing of S per block */
+                    if (ks == 0) {
+                        dt::mma_zero(s[mt][2 * np], a[mt], bk[0], bk[1]);
+                        dt::mma_zero(s[mt][2 * np + 1], a[mt], bk[2], bk[3]);
+                    } else {
+                        dt::mma(s[mt][2 * np], a[mt], bk[0], bk[1]);
+                        dt::mma(s[mt][2 * np + 1], a[mt], bk[2], bk[3]);
+                    }
+                }
+            }
         }
-        if (w_r0 >= p.seq_len_q)
-            wcls = FM_TILE_SKIPPED;
-        if (wcls != FM_TILE_SKIPPED) {
-            /* S = Q K^T for this warp's rows */
-            float s[MT][NT][4];
-            const uint32_t kst = sK + stage * BC * DS * 2;
+
+        /* Element-wise mask: partial blocks and the ragged last block only. Branch-free: row i is in [s, e) iff
+         * (unsigned)(i - s) < (unsigned)(e - s); columns past seq_len_k are masked in every row. */
+        if (cur_cls == FM_TILE_PARTIAL || c0 + BC > p.seq_len_k) {
+            const int4 *bnd = sBounds + stage * BC;
+            const int row_base = r0 + warp * 16 * MT + g;
 #pragma unroll
-            for (int ks = 0; ks < D / 16; ks++) {
-                const uint32_t ko = fm_swz_step(k_lane, 2 * ks);
-                uint32_t a[MT][4];
-                const uint32_t qo = fm_swz_step(q_lane, 2 * ks);
+            for (int n = 0; n < NT; n++) {
 #pragma unroll
-                for (int mt = 0; mt < MT; mt++)
-                    fm_ldmatrix_x4(a[mt], sQ + qo + mt * 16 * DS * 2);
-#pragma unroll
-                for (int np = 0; np < NT / 2; np++) {
-                    uint32_t bk[4];
-                    fm_ldmatrix_x4(bk, kst + ko + np * 16 * DS * 2);
+                for (int e = 0; e < 2; e++) {
+                    const int cl = n * 8 + 2 * t + e;
+                    const int4 v = bnd[cl];
+                    const bool col_ok = c0 + cl < p.seq_len_k;
+                    const unsigned a_lt = col_ok ? (unsigned)(row_base - v.x) : 0u;
+                    const unsigned n_lt = col_ok ? (unsigned)(v.y - v.x) : 0x7fffffffu;
+                    const unsigned a_ut = (unsigned)(row_base - v.z), n_ut = (unsigned)(v.w - v.z);
 #pragma unroll
                     for (int mt = 0; mt < MT; mt++) {
-                        if (ks == 0) {
-                            dt::mma_zero(s[mt][2 * np], a[mt], bk[0], bk[1]);
-                            dt::mma_zero(s[mt][2 * np + 1], a[mt], bk[2], bk[3]);
-                        } else {
-                            dt::mma(s[mt][2 * np], a[mt], bk[0], bk[1]);
-                            dt::mma(s[mt][2 * np + 1], a[mt], bk[2], bk[3]);
+#pragma unroll
+                        for (int hh = 0; hh < 2; hh++) {
+                            const unsigned off = mt * 16 + 8 * hh;
+                            const bool masked = a_lt + off < n_lt || a_ut + off < n_ut;
+                            s[mt][n][2 * hh + e] = masked ? -INFINITY : s[mt][n][2 * hh + e];
                         }
                     }
                 }
             }
+        }
 
-            /* Element-wise mask: partial blocks and the ragged last block only. Branch-free: row i is in [s, e) iff
-             * (unsigned)(i - s) < (unsigned)(e - s); columns past seq_len_k are masked in every row. */
-            if (wcls == FM_TILE_PARTIAL || c0 + BC > p.seq_len_k) {
-                const int4 *bnd = sBounds + stage * BC;
-                const int row_base = r0 + warp * 16 * MT + g;
+        /* Online softmax (base 2). The O rescale (the largest part of the softmax's arithmetic) is skipped when
+         * no row of the warp found a larger max, which after the first few blocks is the common case. */
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++) {
+                float m2[NT];
+#pragma unroll
+                for (int n = 0; n < NT; n++)
+                    m2[n] = fmaxf(s[mt][n][2 * hh], s[mt][n][2 * hh + 1]);
+#pragma unroll
+                for (int w = 1; w < NT; w *= 2)
+#pragma unroll
+                    for (int n = 0; n + w < NT; n += 2 * w)
+                        m2[n] = fmaxf(m2[n], m2[n + w]);
+                const float mx = fm_quad_max(m2[0]) * p.scale_log2;
+                const float m_old = row_max[mt][hh];
+                const float m_new = fmaxf(m_old, mx);
+                /* All keys of this row masked so far: subtract 0 instead of -inf (exp2(-inf) = 0 then). */
+                const float m_use = m_new == -INFINITY ? 0.f : m_new;
+                const float alpha = fm_exp2(m_old - m_use);
+                row_max[mt][hh] = m_new;
+                float sum = 0.f;
 #pragma unroll
                 for (int n = 0; n < NT; n++) {
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
-                        const int cl = n * 8 + 2 * t + e;
-                        const int4 v = bnd[cl];
-                        const bool col_ok = c0 + cl < p.seq_len_k;
-                        const unsigned a_lt = col_ok ? (unsigned)(row_base - v.x) : 0u;
-                        const unsigned n_lt = col_ok ? (unsigned)(v.y - v.x) : 0x7fffffffu;
-                        const unsigned a_ut = (unsigned)(row_base - v.z), n_ut = (unsigned)(v.w - v.z);
+                        float pv = fm_exp2(fmaf(s[mt][n][2 * hh + e], p.scale_log2, -m_use));
+                        s[mt][n][2 * hh + e] = pv;
+                        sum += pv;
+                    }
+                }
+                row_sum[mt][hh] = row_sum[mt][hh] * alpha + sum;
+                /* Rows whose max did not grow have alpha = 1 (exp2(0)); rows empty so far have acc = 0. */
+                if (__any_sync(0xffffffffu, m_new > m_old)) {
 #pragma unroll
-                        for (int mt = 0; mt < MT; mt++) {
-#pragma unroll
-                            for (int hh = 0; hh < 2; hh++) {
-                                const unsigned off = mt * 16 + 8 * hh;
-                                const bool masked = a_lt + off < n_lt || a_ut + off < n_ut;
-                                s[mt][n][2 * hh + e] = masked ? -INFINITY : s[mt][n][2 * hh + e];
-                            }
-                        }
+                    for (int d = 0; d < DT; d++) {
+                        acc[mt][d][2 * hh] *= alpha;
+                        acc[mt][d][2 * hh + 1] *= alpha;
                     }
                 }
             }
+        }
 
-            /* Online softmax (base 2). The O rescale (the largest part of the softmax's arithmetic) is skipped when
-             * no row of the warp found a larger max, which after the first few blocks is the common case. */
+        /* O += P V: the S accumulator is already in A-operand layout. */
+        const uint32_t vst = sV + stage * BC * DS * 2;
+#pragma unroll
+        for (int kk = 0; kk < BC / 16; kk++) {
+            uint32_t a[MT][4];
 #pragma unroll
             for (int mt = 0; mt < MT; mt++) {
-#pragma unroll
-                for (int hh = 0; hh < 2; hh++) {
-                    float m2[NT];
-#pragma unroll
-                    for (int n = 0; n < NT; n++)
-                        m2[n] = fmaxf(s[mt][n][2 * hh], s[mt][n][2 * hh + 1]);
-#pragma unroll
-                    for (int w = 1; w < NT; w *= 2)
-#pragma unroll
-                        for (int n = 0; n + w < NT; n += 2 * w)
-                            m2[n] = fmaxf(m2[n], m2[n + w]);
-                    const float mx = fm_quad_max(m2[0]) * p.scale_log2;
-                    const float m_old = row_max[mt][hh];
-                    const float m_new = fmaxf(m_old, mx);
-                    /* All keys of this row masked so far: subtract 0 instead of -inf (exp2(-inf) = 0 then). */
-                    const float m_use = m_new == -INFINITY ? 0.f : m_new;
-                    const float alpha = fm_exp2(m_old - m_use);
-                    row_max[mt][hh] = m_new;
-                    float sum = 0.f;
-#pragma unroll
-                    for (int n = 0; n < NT; n++) {
-#pragma unroll
-                        for (int e = 0; e < 2; e++) {
-                            float pv = fm_exp2(fmaf(s[mt][n][2 * hh + e], p.scale_log2, -m_use));
-                            s[mt][n][2 * hh + e] = pv;
-                            sum += pv;
-                        }
-                    }
-                    row_sum[mt][hh] = row_sum[mt][hh] * alpha + sum;
-                    /* Rows whose max did not grow have alpha = 1 (exp2(0)); rows empty so far have acc = 0. */
-                    if (__any_sync(0xffffffffu, m_new > m_old)) {
-#pragma unroll
-                        for (int d = 0; d < DT; d++) {
-                            acc[mt][d][2 * hh] *= alpha;
-                            acc[mt][d][2 * hh + 1] *= alpha;
-                        }
-                    }
-                }
+                a[mt][0] = dt::pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                a[mt][1] = dt::pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                a[mt][2] = dt::pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                a[mt][3] = dt::pack(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
             }
-
-            /* O += P V: the S accumulator is already in A-operand layout. */
-            const uint32_t vst = sV + stage * BC * DS * 2;
 #pragma unroll
-            for (int kk = 0; kk < BC / 16; kk++) {
-                uint32_t a[MT][4];
+            for (int dp = 0; dp < DT / 2; dp++) {
+                uint32_t bv[4];
+                fm_ldmatrix_x4_trans(bv, vst + fm_swz_step(v_lane, 2 * dp) + kk * 16 * DS * 2);
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
-                    a[mt][0] = dt::pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-                    a[mt][1] = dt::pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-                    a[mt][2] = dt::pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-                    a[mt][3] = dt::pack(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-                }
-#pragma unroll
-                for (int dp = 0; dp < DT / 2; dp++) {
-                    uint32_t bv[4];
-                    fm_ldmatrix_x4_trans(bv, vst + fm_swz_step(v_lane, 2 * dp) + kk * 16 * DS * 2);
-#pragma unroll
-                    for (int mt = 0; mt < MT; mt++) {
-                        dt::mma(acc[mt][2 * dp], a[mt], bv[0], bv[1]);
-                        dt::mma(acc[mt][2 * dp + 1], a[mt], bv[2], bv[3]);
-                    }
+                    dt::mma(acc[mt][2 * dp], a[mt], bv[0], bv[1]);
+                    dt::mma(acc[mt][2 * dp + 1], a[mt], bv[2], bv[3]);
                 }
             }
         }
@@ -379,11 +362,16 @@ static famask_status launch(famask_ctx *ctx, const fwd_params &p, int batch, cud
 {
     famask_status st = FAMASK_STATUS_OK;
     constexpr int smem = fwd_smem_bytes<D, BR, BC>();
-    static bool attr_set = false; /* per instantiation; setting it twice is harmless */
+    /* The shared-memory opt-in is per device; the bit of each device done so far (setting it twice, as two
+     * threads racing here might, is harmless). */
+    static unsigned long long attr_done = 0;
+    int device = 0;
     dim3 grid((p.seq_len_q + BR - 1) / BR, p.n_head, batch);
-    if (!attr_set) {
+    FM_CUDA(ctx, cudaGetDevice(&device));
+    if (device >= 64 || !(attr_done >> device & 1ull)) {
         FM_CUDA(ctx, cudaFuncSetAttribute(fwd_kernel<T, D, BR, BC>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-        attr_set = true;
+        if (device < 64)
+            attr_done |= 1ull << device;
     }
     fwd_kernel<T, D, BR, BC><<<grid, 128, smem, stream>>>(p);
     FM_CUDA_LAUNCHED(ctx);
