@@ -333,27 +333,34 @@ __global__ void __launch_bounds__(128, D == 64 ? FAMASK_FWD_D64_CTAS : 1) fwd_ke
     }
     fm_cp_async_wait<0>();
 
-    /* Epilogue: normalise, write o and lse. */
-    uint16_t *go = static_cast<uint16_t *>(p.o) + b * p.o_b + h * p.o_h;
+    /* Epilogue: normalise; o goes through shared memory (the Q tile, no longer read: the loop ended on a barrier)
+     * so that global stores are whole 16-byte chunks of a row rather than 4-byte pieces; lse directly. */
+    uint16_t *so = reinterpret_cast<uint16_t *>(smem);
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
         for (int hh = 0; hh < 2; hh++) {
-            const int row = r0 + warp * 16 * MT + mt * 16 + g + 8 * hh;
+            const int r = warp * 16 * MT + mt * 16 + g + 8 * hh;
             const float l = fm_quad_sum(row_sum[mt][hh]);
             const float inv = l > 0.f ? 1.f / l : 0.f;
-            if (row < p.seq_len_q) {
-                uint16_t *orow = go + row * p.o_s;
 #pragma unroll
-                for (int d = 0; d < DT; d++) {
-                    uint32_t packed = dt::pack(acc[mt][d][2 * hh] * inv, acc[mt][d][2 * hh + 1] * inv);
-                    *reinterpret_cast<uint32_t *>(orow + d * 8 + 2 * t) = packed;
-                }
-                if (p.lse && t == 0)
-                    p.lse[((int64_t)b * p.n_head + h) * p.seq_len_q + row] =
-                        l > 0.f ? (row_max[mt][hh] + fm_log2(l)) * FM_LN2 : -INFINITY;
-            }
+            for (int d = 0; d < DT; d++)
+                *reinterpret_cast<uint32_t *>(so + fm_swz<DS>(r, d) + 2 * t) =
+                    dt::pack(acc[mt][d][2 * hh] * inv, acc[mt][d][2 * hh + 1] * inv);
+            if (p.lse && t == 0 && r0 + r < p.seq_len_q)
+                p.lse[((int64_t)b * p.n_head + h) * p.seq_len_q + r0 + r] =
+                    l > 0.f ? (row_max[mt][hh] + fm_log2(l)) * FM_LN2 : -INFINITY;
         }
+    }
+    __syncthreads();
+    uint16_t *go = static_cast<uint16_t *>(p.o) + b * p.o_b + h * p.o_h;
+    constexpr int CH = D / 8;
+#pragma unroll 1
+    for (int i = tid; i < BR * CH; i += 128) {
+        const int r = i / CH, c = i % CH;
+        if (r0 + r < p.seq_len_q)
+            *reinterpret_cast<uint4 *>(go + (int64_t)(r0 + r) * p.o_s + c * 8) =
+                *reinterpret_cast<const uint4 *>(so + fm_swz<DS>(r, c));
     }
 }
 
