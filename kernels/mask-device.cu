@@ -57,19 +57,21 @@ struct summary_jobs {
     fm_block_summary *out[FM_SUMMARY_SLOTS];
 };
 
-/* Grid (ceil(max n_blocks / 4), batch_m * heads_m, jobs.n), 128 threads: warp w of CTA x summarises key block
- * 4x + w of the (b, h) blockIdx.y for block size jobs.block_k[blockIdx.z]. */
+/* Grid (batch_m * heads_m * per_bh, 1, jobs.n), 128 threads, per_bh = ceil(most blocks of any job / 4): warp w of
+ * CTA x summarises key block 4 (x % per_bh) + w of (b, h) number x / per_bh, for block size
+ * jobs.block_k[blockIdx.z]. (The (b, h) index rides on x, whose limit is 2^31 - 1, not on y's 65535.) */
 __global__ void __launch_bounds__(128)
-    summarise_kernel(const int32_t *__restrict__ bounds, int seq_len_k, const summary_jobs jobs)
+    summarise_kernel(const int32_t *__restrict__ bounds, int seq_len_k, int per_bh, const summary_jobs jobs)
 {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int block_k = jobs.block_k[blockIdx.z];
     fm_block_summary *out = jobs.out[blockIdx.z];
     const int n_blocks = (seq_len_k + block_k - 1) / block_k;
-    const int kb = blockIdx.x * 4 + warp;
+    const int64_t bh = blockIdx.x / per_bh;
+    const int kb = (blockIdx.x % per_bh) * 4 + warp;
     if (kb >= n_blocks)
         return;
-    const int4 *col = reinterpret_cast<const int4 *>(bounds) + (int64_t)blockIdx.y * seq_len_k;
+    const int4 *col = reinterpret_cast<const int4 *>(bounds) + bh * seq_len_k;
     const int c0 = kb * block_k;
     const int c1 = min(c0 + block_k, seq_len_k);
     int smin0 = INT32_MAX, smax0 = INT32_MIN, emin0 = INT32_MAX, emax0 = INT32_MIN;
@@ -105,7 +107,7 @@ __global__ void __launch_bounds__(128)
         s.smax[1] = smax1;
         s.emin[1] = emin1;
         s.emax[1] = emax1;
-        out[(int64_t)blockIdx.y * n_blocks + kb] = s;
+        out[bh * n_blocks + kb] = s;
     }
 }
 
@@ -120,8 +122,9 @@ static famask_status summarise(famask_ctx *ctx, const famask_mask *mask, const s
     if (jobs.n == 0)
         return FAMASK_STATUS_OK;
     int most_blocks = (mask->seq_len_k + smallest - 1) / smallest;
-    dim3 grid((most_blocks + 3) / 4, mask->batch_m * mask->heads_m, jobs.n);
-    summarise_kernel<<<grid, 128, 0, stream>>>(d->bounds, mask->seq_len_k, jobs);
+    int per_bh = (most_blocks + 3) / 4;
+    dim3 grid((unsigned)((int64_t)mask->batch_m * mask->heads_m * per_bh), 1, jobs.n);
+    summarise_kernel<<<grid, 128, 0, stream>>>(d->bounds, mask->seq_len_k, per_bh, jobs);
     FM_CUDA_LAUNCHED(ctx);
 fail:
     return st;

@@ -226,6 +226,10 @@ struct fcase {
     float scale;
 };
 
+/* Variations applied by run_case to the next case (set by the caller, cleared after). */
+enum { V_NO_LSE = 1, V_STREAM = 2 };
+static int case_variant;
+
 static int cuda_ok(cudaError_t e, const char *what)
 {
     if (e != cudaSuccess) {
@@ -246,6 +250,7 @@ static int run_case(famask_ctx *ctx, const struct fcase *c)
     double *ref = NULL, *ref_lse = NULL, *sc = NULL;
     void *dq = NULL, *dk = NULL, *dv = NULL, *dout = NULL;
     float *dlse = NULL;
+    cudaStream_t stream = NULL;
     int ok = 0;
     int64_t nq_el, nk_el, no_el;
     double err2 = 0, ref2 = 0, lse_worst = 0;
@@ -305,7 +310,12 @@ static int run_case(famask_ctx *ctx, const struct fcase *c)
     a.k.data = dk;
     a.v.data = dv;
     a.o.data = dout;
-    a.lse = dlse;
+    a.lse = case_variant & V_NO_LSE ? NULL : dlse;
+    if (case_variant & V_STREAM) {
+        if (!cuda_ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream"))
+            goto done;
+        a.stream = stream;
+    }
     {
         famask_status st = fm_cuda_fwd(ctx, mask, &a);
         if (st != FAMASK_STATUS_OK) {
@@ -313,6 +323,9 @@ static int run_case(famask_ctx *ctx, const struct fcase *c)
             goto done;
         }
     }
+    /* with a non-blocking stream, the work must have gone to that stream: wait on it alone before copying */
+    if (stream && !cuda_ok(cudaStreamSynchronize(stream), "stream sync"))
+        goto done;
     if (!cuda_ok(cudaDeviceSynchronize(), "kernel") ||
         !cuda_ok(cudaMemcpy(ho, dout, (size_t)no_el * 2, cudaMemcpyDeviceToHost), "copy o") ||
         !cuda_ok(cudaMemcpy(hlse, dlse, (size_t)B * H * NQ * sizeof(float), cudaMemcpyDeviceToHost), "copy lse"))
@@ -379,7 +392,10 @@ static int run_case(famask_ctx *ctx, const struct fcase *c)
                     err2 += (g - r[d]) * (g - r[d]);
                     ref2 += r[d] * r[d];
                 }
-                if (empty) {
+                if (case_variant & V_NO_LSE) {
+                    if (!isnan(gl)) /* lse NULL: the poison must be untouched */
+                        bad_lse++;
+                } else if (empty) {
                     if (!(isinf(gl) && gl < 0))
                         bad_lse++;
                 } else {
@@ -395,14 +411,17 @@ static int run_case(famask_ctx *ctx, const struct fcase *c)
     {
         double rel = ref2 > 0 ? sqrt(err2 / ref2) : sqrt(err2);
         ok = bad_nonfinite == 0 && bad_empty_rows == 0 && bad_lse == 0 && rel <= tol;
-        printf("%s %-15s B %d H %d Hkv %d Nq %5d Nk %5d D %3d %s %-8s mask [%d,%d] scale %.3g: rel %.2e (tol %.0e) "
-               "lse %.1e, empty rows %lld, nonfinite %lld, bad empty %lld, bad lse %lld\n",
+        printf("%s %-15s B %d H %d Hkv %d Nq %5d Nk %5d D %3d %s %-8s mask [%d,%d] scale %.3g%s%s: rel %.2e (tol "
+               "%.0e) lse %.1e, empty rows %lld, nonfinite %lld, bad empty %lld, bad lse %lld\n",
                ok ? "ok  " : "FAIL", mask_kind_name[c->kind], B, H, HK, NQ, NK, D,
                c->dtype == FAMASK_DTYPE_BF16 ? "bf16" : "fp16", layout_name[c->layout], c->batch_m, c->heads_m,
-               (double)c->scale, rel, tol, lse_worst, (long long)empty_rows, (long long)bad_nonfinite,
-               (long long)bad_empty_rows, (long long)bad_lse);
+               (double)c->scale, case_variant & V_NO_LSE ? " lse NULL" : "",
+               case_variant & V_STREAM ? " own stream" : "", rel, tol, lse_worst, (long long)empty_rows,
+               (long long)bad_nonfinite, (long long)bad_empty_rows, (long long)bad_lse);
     }
 done:
+    if (stream)
+        cudaStreamDestroy(stream);
     cudaFree(dq);
     cudaFree(dk);
     cudaFree(dv);
@@ -418,6 +437,88 @@ done:
     free(sc);
     famask_mask_free(mask);
     return ok;
+}
+
+/* ---- the device copy of the mask ------------------------------------------------------------------------- */
+
+/* fm_cuda_mask_device against the host: the vectors bit for bit and the summaries against fm_block_summarise, for
+ * more block sizes than the cache holds (so slots are evicted and refilled), before and after a refresh. */
+static void test_mask_device(famask_ctx *ctx)
+{
+    const int sizes[] = {64, 128, 16, 100, 33, 7, 64, 1};
+    for (int rep = 0; rep < 4; rep++) {
+        int nq = tl_rand_int(1, 3000), nk = tl_rand_int(1, 3000), bm = tl_rand_int(1, 2), hm = tl_rand_int(1, 3);
+        famask_mask *m = make_mask(ctx, rep % 2 ? MK_RANDOM : MK_CAUSAL_DOCUMENT, bm, hm, nq, nk);
+        if (!m) {
+            CHECK(0, "mask");
+            continue;
+        }
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass == 1)
+                CHECK_OK(ctx, famask_mask_upload(ctx, m, NULL));
+            for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+                const int32_t *dbounds = NULL;
+                const fm_block_summary *dsums = NULL;
+                int bk = sizes[si], nb = (nk + bk - 1) / bk;
+                size_t n_sum = (size_t)bm * hm * nb;
+                fm_block_summary *got = malloc(n_sum * sizeof *got);
+                int32_t *gotb = malloc((size_t)bm * hm * nk * 16);
+                int bad = 0;
+                CHECK_OK(ctx, fm_cuda_mask_device(ctx, m, bk, NULL, &dbounds, &dsums));
+                if (!got || !gotb || !dbounds || !dsums ||
+                    !cuda_ok(cudaMemcpy(got, dsums, n_sum * sizeof *got, cudaMemcpyDeviceToHost), "sums") ||
+                    !cuda_ok(cudaMemcpy(gotb, dbounds, (size_t)bm * hm * nk * 16, cudaMemcpyDeviceToHost), "bounds")) {
+                    CHECK(0, "device copy of the mask");
+                    free(got);
+                    free(gotb);
+                    continue;
+                }
+                bad += memcmp(gotb, famask_mask_bounds(m), (size_t)bm * hm * nk * 16) != 0;
+                for (int bh = 0; bh < bm * hm; bh++) {
+                    for (int kb = 0; kb < nb; kb++) {
+                        fm_block_summary want;
+                        int c1 = (kb + 1) * bk < nk ? (kb + 1) * bk : nk;
+                        fm_block_summarise(famask_mask_bounds(m) + (int64_t)bh * nk * 4, kb * bk, c1, &want);
+                        bad += memcmp(&want, &got[(size_t)bh * nb + kb], sizeof want) != 0;
+                    }
+                }
+                CHECK(bad == 0, "mask device copy: batch_m %d heads_m %d Nq %d Nk %d block %d pass %d: %d mismatches",
+                      bm, hm, nq, nk, bk, pass, bad);
+                free(got);
+                free(gotb);
+            }
+        }
+        famask_mask_free(m);
+    }
+}
+
+/* Arguments the kernels do not support fail with a message, before any launch. */
+static void test_unsupported(famask_ctx *ctx)
+{
+    famask_attn_args a;
+    famask_mask *m = make_mask(ctx, MK_CAUSAL, 1, 1, 64, 64);
+    void *buf = NULL;
+    memset(&a, 0, sizeof a);
+    if (!m || !cuda_ok(cudaMalloc(&buf, 64 * 256 * 2), "malloc")) {
+        CHECK(0, "setup");
+        famask_mask_free(m);
+        return;
+    }
+    a.batch = 1, a.n_head = 1, a.n_head_kv = 1, a.seq_len_q = 64, a.seq_len_k = 64, a.head_dim = 80;
+    a.dtype = FAMASK_DTYPE_BF16;
+    set_strides(&a.q, L_BNHD, 1, 64, 1, 80);
+    a.k = a.v = a.o = a.q;
+    a.q.data = a.k.data = a.v.data = a.o.data = buf;
+    CHECK(fm_cuda_fwd(ctx, m, &a) == FAMASK_STATUS_UNSUPPORTED && strstr(famask_ctx_errmsg(ctx), "head_dim 80"),
+          "head_dim 80: %s", famask_ctx_errmsg(ctx));
+    a.head_dim = 64;
+    a.dtype = FAMASK_DTYPE_F32;
+    CHECK(fm_cuda_fwd(ctx, m, &a) == FAMASK_STATUS_UNSUPPORTED, "f32: %s", famask_ctx_errmsg(ctx));
+    a.dtype = FAMASK_DTYPE_F16;
+    a.q.stride_seq = 68; /* rows not 16-byte aligned */
+    CHECK(fm_cuda_fwd(ctx, m, &a) == FAMASK_STATUS_UNSUPPORTED, "unaligned rows: %s", famask_ctx_errmsg(ctx));
+    cudaFree(buf);
+    famask_mask_free(m);
 }
 
 /* ---- benchmark -------------------------------------------------------------------------------------------- */
@@ -654,6 +755,9 @@ int main(int argc, char **argv)
         return tl_finish();
     }
 
+    test_mask_device(ctx);
+    test_unsupported(ctx);
+
     /* every head dim and dtype on a random mask with ragged tails, GQA, per-head masks, all three layouts */
     for (int di = 0; di < 5; di++) {
         for (int ti = 0; ti < 2; ti++) {
@@ -710,6 +814,12 @@ int main(int argc, char **argv)
         };
         for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
             CHECK(run_case(ctx, &cs[i]), "special case %zu", i);
+        /* lse may be NULL; a non-blocking stream of the caller's */
+        case_variant = V_NO_LSE;
+        CHECK(run_case(ctx, &cs[2]), "lse NULL");
+        case_variant = V_STREAM;
+        CHECK(run_case(ctx, &cs[4]), "own stream");
+        case_variant = 0;
     }
     famask_ctx_free(ctx);
     return tl_finish();
