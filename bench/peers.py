@@ -446,7 +446,8 @@ def run_gpu(fm, opt):
                 rec = {"N": N, "B": B, "H": H, "D": D, "mask": fam.name, "params": fam.params,
                        "density": round(pairs / (N * N), 4), "visible_pairs": pairs, "mask_source": src,
                        "mask_build_s": round(build_s, 3), "device": torch.cuda.get_device_name(),
-                       "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                       "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "label": opt.label,
+                       "api": opt.api}
                 if note:
                     rec["mask_note"] = note
                 ms = lambda t: round(t, 4)
@@ -646,8 +647,17 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="folder of peers.jsonl (default $OUT, else .)")
+    ap.add_argument("--label", default="", help="stored in every JSON line (e.g. the famask commit)")
+    ap.add_argument("--table", nargs="+", metavar="JSONL", help="print the markdown table of earlier runs and exit")
     ap.add_argument("--selftest", action="store_true", help="check the mask families on the CPU and exit")
     opt = ap.parse_args()
+    if opt.table:
+        rows = []
+        for path in opt.table:
+            with open(path) as f:
+                rows += [json.loads(line) for line in f if line.strip()]
+        print_table(rows)
+        return 0
     opt.masks = FAMILIES if opt.masks == "all" else opt.masks.split(",")
     for name in opt.masks:
         if name not in FAMILIES:
