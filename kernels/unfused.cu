@@ -21,9 +21,10 @@
 #include <math.h>
 #include <stdint.h>
 
-namespace {
+namespace
+{
 
-constexpr int kThreads = 256;                     /* softmax: one block per query row */
+constexpr int kThreads = 256; /* softmax: one block per query row */
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxDevices = 64;
 
@@ -138,10 +139,9 @@ __global__ void __launch_bounds__(kThreads)
 famask_status check_args(famask_ctx *ctx, const famask_mask *mask, const famask_attn_args *a)
 {
     if (a->dtype != FAMASK_DTYPE_BF16 && a->dtype != FAMASK_DTYPE_F16)
-        return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED, "unfused cuda attention: dtype %d is not supported (use bf16 or f16)",
-                        (int)a->dtype);
-    if (a->batch < 1 || a->n_head < 1 || a->n_head_kv < 1 || a->seq_len_q < 1 || a->seq_len_k < 1 ||
-        a->head_dim < 1)
+        return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED,
+                        "unfused cuda attention: dtype %d is not supported (use bf16 or f16)", (int)a->dtype);
+    if (a->batch < 1 || a->n_head < 1 || a->n_head_kv < 1 || a->seq_len_q < 1 || a->seq_len_k < 1 || a->head_dim < 1)
         return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT,
                         "unfused cuda attention: every size must be positive (batch %d, n_head %d, n_head_kv %d, "
                         "seq_len_q %d, seq_len_k %d, head_dim %d)",
@@ -289,21 +289,20 @@ extern "C" famask_status fm_cuda_unfused_fwd(famask_ctx *ctx, famask_mask *mask,
                                  (b * a->q.stride_batch + h0 * a->q.stride_head + r0 * a->q.stride_seq) * esize;
                 const char *kp = (const char *)a->k.data + (b * a->k.stride_batch + hk0 * a->k.stride_head) * esize;
                 const char *vp = (const char *)a->v.data + (b * a->v.stride_batch + hk0 * a->v.stride_head) * esize;
-                char *op = (char *)a->o.data +
-                           (b * a->o.stride_batch + h0 * a->o.stride_head + r0 * a->o.stride_seq) * esize;
-                FM_CUBLAS(ctx, cublasGemmStridedBatchedEx(
-                                   w->handle, CUBLAS_OP_T, CUBLAS_OP_N, Nk, rows, D, &one, kp, dt,
-                                   (int)a->k.stride_seq, k_bs, qp, dt, (int)a->q.stride_seq, q_bs, &zero, S,
-                                   CUDA_R_32F, (int)ld, (long long)rows * ld, nb, CUBLAS_COMPUTE_32F,
-                                   CUBLAS_GEMM_DEFAULT));
+                char *op =
+                    (char *)a->o.data + (b * a->o.stride_batch + h0 * a->o.stride_head + r0 * a->o.stride_seq) * esize;
+                FM_CUBLAS(ctx, cublasGemmStridedBatchedEx(w->handle, CUBLAS_OP_T, CUBLAS_OP_N, Nk, rows, D, &one, kp,
+                                                          dt, (int)a->k.stride_seq, k_bs, qp, dt, (int)a->q.stride_seq,
+                                                          q_bs, &zero, S, CUDA_R_32F, (int)ld, (long long)rows * ld, nb,
+                                                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
                 float *lse = a->lse ? a->lse + ((int64_t)b * H + h0) * Nq + r0 : NULL;
                 dim3 grid((unsigned)rows, (unsigned)nb);
                 if (a->dtype == FAMASK_DTYPE_BF16)
-                    masked_softmax<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(S, P, ld, rows, Nk, r0, scale_log2,
-                                                                                 bnd, m_bs, lse, lse_bs);
+                    masked_softmax<__nv_bfloat16>
+                        <<<grid, kThreads, 0, stream>>>(S, P, ld, rows, Nk, r0, scale_log2, bnd, m_bs, lse, lse_bs);
                 else
-                    masked_softmax<__half><<<grid, kThreads, 0, stream>>>(S, P, ld, rows, Nk, r0, scale_log2, bnd,
-                                                                          m_bs, lse, lse_bs);
+                    masked_softmax<__half>
+                        <<<grid, kThreads, 0, stream>>>(S, P, ld, rows, Nk, r0, scale_log2, bnd, m_bs, lse, lse_bs);
                 FM_CUDA_LAUNCHED(ctx);
                 FM_CUBLAS(ctx, cublasGemmStridedBatchedEx(w->handle, CUBLAS_OP_N, CUBLAS_OP_N, D, rows, Nk, &one, vp,
                                                           dt, (int)a->v.stride_seq, v_bs, P, dt, (int)ld,

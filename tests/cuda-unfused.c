@@ -5,9 +5,9 @@
  * Cases cover bf16 and fp16; [B, N, H, D], [B, H, N, D] and padded row strides; Nq != Nk and ragged lengths;
  * GQA/MQA (both ways the kernel batches heads); masks per head, per K/V head and broadcast, per batch row and
  * broadcast; full, causal, random, sliding-window and fully-masked-row masks; head dims 32..256; a non-default
- * scale; lse absent; and tiles of query rows smaller than Nq. Outputs are poisoned (NaN) before each run.
- * Inputs are rounded to the 16-bit dtype before the reference sees them, so the error measured is the GPU's.
- * Exits 77 without a CUDA device.
+ * scale; lse absent; tiles of query rows smaller than Nq; and two cases through famask_attn_fwd's dispatch. Outputs are
+ * poisoned (NaN) before each run. Inputs are rounded to the 16-bit dtype before the reference sees them, so the error
+ * measured is the GPU's. Exits 77 without a CUDA device.
  */
 #include "testlib.h"
 
@@ -127,9 +127,10 @@ typedef struct tcase {
     int batch_m1;   /* mask batch_m = 1 (broadcast) instead of batch */
     int heads_mode; /* mask heads_m: 0 -> 1, 1 -> n_head_kv, 2 -> n_head */
     int mask_kind;
-    float scale;    /* 0: default */
+    float scale; /* 0: default */
     int with_lse;
     size_t tile_bytes; /* 0: default */
+    int via_api;       /* through famask_attn_fwd (FAMASK_DEVICE_CUDA_UNFUSED) instead of the kernel entry */
 } tcase;
 
 /* Strides for [batch, seq, head, head_dim] in the case's layout. */
@@ -275,7 +276,7 @@ static void run_case(famask_ctx *ctx, int id, const tcase *c)
     a.device = FAMASK_DEVICE_CUDA_UNFUSED;
     if (c->tile_bytes)
         fm_cuda_unfused_tile_bytes = c->tile_bytes;
-    famask_status st = fm_cuda_unfused_fwd(ctx, mask, &a);
+    famask_status st = c->via_api ? famask_attn_fwd(ctx, mask, &a) : fm_cuda_unfused_fwd(ctx, mask, &a);
     fm_cuda_unfused_tile_bytes = saved_tile;
     CHECK(st == FAMASK_STATUS_OK, "case %d: fm_cuda_unfused_fwd -> %s: %s", id, famask_status_str(st),
           famask_ctx_errmsg(ctx));
@@ -322,13 +323,13 @@ static void run_case(famask_ctx *ctx, int id, const tcase *c)
     /* bf16 keeps 8 significant bits (P and o are rounded to it), fp16 11 */
     double tol_rel = c->dtype == FAMASK_DTYPE_BF16 ? 1e-2 : 2e-3;
     double tol_max = c->dtype == FAMASK_DTYPE_BF16 ? 4e-2 : 6e-3;
-    int ok = nonfinite == 0 && bad_empty == 0 && lse_poison == 0 && rel <= tol_rel && max_err <= tol_max &&
-             lse_err <= 1e-3;
+    int ok =
+        nonfinite == 0 && bad_empty == 0 && lse_poison == 0 && rel <= tol_rel && max_err <= tol_max && lse_err <= 1e-3;
     printf("case %3d: B %d H %d Hkv %d Nq %4d Nk %4d D %3d %s %-8s mask %-10s batch_m %d heads_m %d scale %.3g "
-           "lse %d tile %zu -> rel %.2e max %.2e lse_err %.2e nonfinite %lld empty_rows %d bad_empty %lld %s\n",
+           "lse %d tile %zu%s -> rel %.2e max %.2e lse_err %.2e nonfinite %lld empty_rows %d bad_empty %lld %s\n",
            id, B, H, Hkv, Nq, Nk, D, c->dtype == FAMASK_DTYPE_BF16 ? "bf16" : "fp16", layout_names[c->layout],
-           mask_names[c->mask_kind], batch_m, heads_m, scale, c->with_lse, c->tile_bytes, rel, max_err, lse_err,
-           (long long)nonfinite, empty_rows, (long long)bad_empty, ok ? "ok" : "FAIL");
+           mask_names[c->mask_kind], batch_m, heads_m, scale, c->with_lse, c->tile_bytes, c->via_api ? " api" : "", rel,
+           max_err, lse_err, (long long)nonfinite, empty_rows, (long long)bad_empty, ok ? "ok" : "FAIL");
     CHECK(ok, "case %d out of bounds (rel <= %.0e, max <= %.0e, lse <= 1e-3, no NaN/Inf, empty rows 0 and -inf)", id,
           tol_rel, tol_max);
 
@@ -397,22 +398,24 @@ int main(int argc, char **argv)
         return 1;
     test_refusals(ctx);
 
-    /* B, H, Hkv, Nq, Nk, D, dtype, layout, batch_m1, heads_mode, mask, scale, lse, tile_bytes */
+    /* B, H, Hkv, Nq, Nk, D, dtype, layout, batch_m1, heads_mode, mask, scale, lse, tile_bytes, via_api */
     const famask_dtype BF = FAMASK_DTYPE_BF16, FP = FAMASK_DTYPE_F16;
     const tcase fixed[] = {
-        {1, 1, 1, 1, 1, 64, BF, LAYOUT_BNHD, 0, 0, MASK_FULL, 0, 1, 0},
-        {1, 1, 1, 1, 1, 64, FP, LAYOUT_BHND, 0, 0, MASK_CAUSAL, 0, 1, 0},
-        {2, 4, 4, 77, 77, 128, BF, LAYOUT_BNHD, 0, 2, MASK_CAUSAL, 0, 1, 0},
-        {2, 4, 4, 77, 77, 128, FP, LAYOUT_BHND, 0, 2, MASK_CAUSAL, 0, 1, 0},
-        {2, 4, 2, 130, 61, 64, BF, LAYOUT_BNHD, 0, 1, MASK_RANDOM, 0, 1, 0},   /* Nq > Nk, GQA over K/V heads */
-        {1, 8, 2, 45, 203, 64, FP, LAYOUT_BHND, 1, 2, MASK_RANDOM, 0, 1, 0},   /* Nq < Nk, GQA over groups */
-        {2, 6, 1, 96, 96, 32, BF, LAYOUT_PADDED, 0, 0, MASK_EMPTY_ROWS, 0, 1, 0}, /* MQA */
-        {2, 6, 3, 96, 100, 96, FP, LAYOUT_BNHD, 0, 1, MASK_EMPTY_ROWS, 0.3f, 1, 0},
-        {1, 4, 4, 257, 129, 256, BF, LAYOUT_BHND, 1, 0, MASK_WINDOW, 0, 1, 0},
-        {1, 4, 4, 257, 129, 256, FP, LAYOUT_BNHD, 0, 2, MASK_WINDOW, 0, 0, 0},  /* no lse */
-        {2, 4, 2, 150, 70, 192, BF, LAYOUT_PADDED, 0, 2, MASK_RANDOM, 0, 1, 4096},  /* tiles of a few rows */
-        {1, 8, 2, 99, 33, 160, FP, LAYOUT_BHND, 0, 1, MASK_EMPTY_ROWS, 0, 1, 1000}, /* tile of 1 row */
-        {1, 2, 2, 64, 64, 80, BF, LAYOUT_BNHD, 0, 2, MASK_FULL, 0, 1, 0},
+        {1, 1, 1, 1, 1, 64, BF, LAYOUT_BNHD, 0, 0, MASK_FULL, 0, 1, 0, 0},
+        {1, 1, 1, 1, 1, 64, FP, LAYOUT_BHND, 0, 0, MASK_CAUSAL, 0, 1, 0, 0},
+        {2, 4, 4, 77, 77, 128, BF, LAYOUT_BNHD, 0, 2, MASK_CAUSAL, 0, 1, 0, 0},
+        {2, 4, 4, 77, 77, 128, FP, LAYOUT_BHND, 0, 2, MASK_CAUSAL, 0, 1, 0, 0},
+        {2, 4, 2, 130, 61, 64, BF, LAYOUT_BNHD, 0, 1, MASK_RANDOM, 0, 1, 0, 0},      /* Nq > Nk, GQA over K/V heads */
+        {1, 8, 2, 45, 203, 64, FP, LAYOUT_BHND, 1, 2, MASK_RANDOM, 0, 1, 0, 0},      /* Nq < Nk, GQA over groups */
+        {2, 6, 1, 96, 96, 32, BF, LAYOUT_PADDED, 0, 0, MASK_EMPTY_ROWS, 0, 1, 0, 0}, /* MQA */
+        {2, 6, 3, 96, 100, 96, FP, LAYOUT_BNHD, 0, 1, MASK_EMPTY_ROWS, 0.3f, 1, 0, 0},
+        {1, 4, 4, 257, 129, 256, BF, LAYOUT_BHND, 1, 0, MASK_WINDOW, 0, 1, 0, 0},
+        {1, 4, 4, 257, 129, 256, FP, LAYOUT_BNHD, 0, 2, MASK_WINDOW, 0, 0, 0, 0},      /* no lse */
+        {2, 4, 2, 150, 70, 192, BF, LAYOUT_PADDED, 0, 2, MASK_RANDOM, 0, 1, 4096, 0},  /* tiles of a few rows */
+        {1, 8, 2, 99, 33, 160, FP, LAYOUT_BHND, 0, 1, MASK_EMPTY_ROWS, 0, 1, 1000, 0}, /* tile of 1 row */
+        {1, 2, 2, 64, 64, 80, BF, LAYOUT_BNHD, 0, 2, MASK_FULL, 0, 1, 0, 0},
+        {2, 4, 2, 70, 90, 64, BF, LAYOUT_BHND, 0, 1, MASK_EMPTY_ROWS, 0, 1, 0, 1}, /* the public dispatch */
+        {1, 4, 1, 33, 65, 128, FP, LAYOUT_BNHD, 1, 2, MASK_RANDOM, 0, 1, 0, 1},
     };
     int id = 0;
     for (size_t x = 0; x < sizeof fixed / sizeof fixed[0]; x++)
