@@ -600,16 +600,20 @@ def print_table(results):
         return " / ".join(vals)
 
     print()
-    print("TFLOP/s (visible pairs only; fwd / bwd), speed ratio famask : peer (peer time / famask time), "
-          "and max relative error against the reference peer (famask fwd / famask bwd / unfused fwd).")
+    print("famask time in ms, then TFLOP/s (visible pairs only) of each column, each as fwd / bwd; speed ratio "
+          "famask : peer (peer time / famask time); max relative error against the reference peer "
+          "(famask fwd / famask bwd / unfused fwd).")
     print()
-    print("| N | B x H | D | mask | density | " + " | ".join(c[1] for c in cols) +
+    def famask_ms(r):
+        return " / ".join("%.3f" % r[k] if k in r else "-" for k in ("famask_fwd_ms", "famask_bwd_ms"))
+
+    print("| N | B x H | D | mask | density | famask ms | " + " | ".join(c[1] for c in cols) +
           " | x Flex | x FA2 | x cuDNN | err |")
-    print("|" + "---|" * (5 + len(cols) + 4))
+    print("|" + "---|" * (6 + len(cols) + 4))
     for r in results:
-        print("| %d | %d x %d | %d | %s | %.3f | %s | %s | %s | %s | %s |" % (
-            r["N"], r["B"], r["H"], r["D"], r["mask"], r["density"], " | ".join(cell(r, c[0]) for c in cols),
-            ratio(r, "flex"), ratio(r, "fa2"), ratio(r, "cudnn"), err(r)))
+        print("| %d | %d x %d | %d | %s | %.3f | %s | %s | %s | %s | %s | %s |" % (
+            r["N"], r["B"], r["H"], r["D"], r["mask"], r["density"], famask_ms(r),
+            " | ".join(cell(r, c[0]) for c in cols), ratio(r, "flex"), ratio(r, "fa2"), ratio(r, "cudnn"), err(r)))
     sys.stdout.flush()
 
 
@@ -642,7 +646,7 @@ def main():
     ap.add_argument("--dry", action="store_true", help="same as --no-famask: peers and the unfused row only")
     ap.add_argument("--api", choices=("auto", "public", "internal"), default="auto",
                     help="famask_attn_fwd/bwd, or the internal fm_cuda_* entry points (auto: public if it runs)")
-    ap.add_argument("--unfused-max-n", type=int, default=32768, help="run the unfused row up to this N")
+    ap.add_argument("--unfused-max-n", type=int, default=131072, help="run the unfused row up to this N")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
