@@ -4,7 +4,8 @@
  * The reference here is written to be read: float64 loops over the dense mask (famask_mask_visible), no tiles,
  * no online softmax, independent of src/ref-attn.c. Shapes: q, o [B, Nq, H, D], k, v [B, Nk, H_kv, D] in three
  * layouts ([B, N, H, D], [B, H, N, D], and a padded [B, N, H, D]); masks [batch_m, heads_m, Nk, 4] from random
- * valid vectors (with fully masked rows, columns and heads) and structured ones built from vectors.
+ * valid vectors (with fully masked rows, columns and heads) and structured ones from the family builders
+ * (causal, sliding window, documents; from vectors where a builder does not take the shape), stacked per slice.
  * Error bounds (max abs error over the tensor / max abs of the reference tensor), from one rounding of each
  * output into its dtype: f32 2e-6, f16 6e-4, bf16 4.5e-3; lse within 2e-7 relative (fp32), exactly -inf where the
  * row has no visible key; at scale 100 (logits ~1e3) 500x that, for the fp32 lse the backward starts from. The backward is also checked against central differences of the float64 forward.
@@ -469,20 +470,77 @@ static void fill_slice(int32_t *v, int kind, int nq, int nk)
     }
 }
 
+/* One (b, h) slice of a structured kind through the family builders (shape [1, 1, Nk, 4]); NULL when the
+ * builder does not take this shape (the document families need seq_len_q == seq_len_k). */
+static famask_mask *build_slice(famask_ctx *ctx, int kind, int nq, int nk)
+{
+    famask_mask *m = NULL;
+    int lengths[4], n_docs = 0, left = tl_rand_int(0, nk / 2 + 1), right = tl_rand_int(0, 2) ? 0 : tl_rand_int(0, 9);
+    if ((kind == MASK_CAUSAL_DOC || kind == MASK_DOC)) {
+        if (nq != nk)
+            return NULL;
+        for (int rest = nq; rest > 0; rest -= lengths[n_docs++])
+            lengths[n_docs] = n_docs == 3 ? rest : tl_rand_int(1, rest);
+    }
+    switch (kind) {
+    case MASK_CAUSAL:
+        CHECK_OK(ctx, famask_mask_causal(ctx, nq, nk, &m));
+        break;
+    case MASK_WINDOW:
+        CHECK_OK(ctx, famask_mask_sliding_window(ctx, nq, nk, left, right, &m));
+        break;
+    case MASK_CAUSAL_DOC:
+        CHECK_OK(ctx, famask_mask_causal_document(ctx, lengths, n_docs, &m));
+        break;
+    case MASK_DOC:
+        CHECK_OK(ctx, famask_mask_document(ctx, lengths, n_docs, &m));
+        break;
+    case MASK_FULL:
+        CHECK_OK(ctx, famask_mask_full(ctx, nq, nk, &m));
+        break;
+    default:
+        break;
+    }
+    return m;
+}
+
+/* A [bm, hm, Nk, 4] mask of the kind: structured kinds from the builders (stacked per slice, each slice with its
+ * own random parameters), random ones and shapes the builders do not take from vectors; dead_head makes the last
+ * slice fully masked. */
 static famask_mask *make_mask(famask_ctx *ctx, int kind, int bm, int hm, int nq, int nk, int dead_head)
 {
     int32_t *v = malloc((size_t)bm * hm * nk * 4 * sizeof *v);
+    famask_mask **parts = calloc((size_t)bm * hm, sizeof *parts);
+    int built = kind != MASK_RANDOM && kind != MASK_DEAD_ROWS;
     for (int s = 0; s < bm * hm; s++) {
-        fill_slice(v + (int64_t)s * nk * 4, kind, nq, nk);
+        int32_t *slice = v + (int64_t)s * nk * 4;
+        famask_mask *one = NULL;
+        if (built && !(dead_head && s == bm * hm - 1))
+            one = build_slice(ctx, kind, nq, nk);
+        if (one) {
+            memcpy(slice, famask_mask_bounds(one), (size_t)nk * 4 * sizeof *slice);
+            parts[s] = one;
+            continue;
+        }
+        fill_slice(slice, kind, nq, nk);
         if (dead_head && s == bm * hm - 1)
             for (int j = 0; j < nk; j++) {
-                int32_t *c = v + ((int64_t)s * nk + j) * 4;
+                int32_t *c = slice + 4 * (int64_t)j;
                 c[0] = 0;
                 c[1] = nq;
             }
+        CHECK_OK(ctx, famask_mask_from_vectors(ctx, 1, 1, nq, nk, slice, &parts[s]));
     }
     famask_mask *m = NULL;
-    CHECK_OK(ctx, famask_mask_from_vectors(ctx, bm, hm, nq, nk, v, &m));
+    CHECK_OK(ctx, famask_mask_stack(ctx, (const famask_mask *const *)parts, bm, hm, &m));
+    /* The stack must hold what was put in (the vectors of canonical slices, canonical already). */
+    famask_mask *direct = NULL;
+    CHECK_OK(ctx, famask_mask_from_vectors(ctx, bm, hm, nq, nk, v, &direct));
+    CHECK(m && direct && famask_mask_equal(m, direct), "stacked mask differs from its slices' vectors");
+    famask_mask_free(direct);
+    for (int s = 0; s < bm * hm; s++)
+        famask_mask_free(parts[s]);
+    free(parts);
     free(v);
     return m;
 }
