@@ -8,7 +8,8 @@
  * (causal, sliding window, documents; from vectors where a builder does not take the shape), stacked per slice.
  * Error bounds (max abs error over the tensor / max abs of the reference tensor), from one rounding of each
  * output into its dtype: f32 2e-6, f16 6e-4, bf16 4.5e-3; lse within 2e-7 relative (fp32), exactly -inf where the
- * row has no visible key; at scale 100 (logits ~1e3) 500x that, for the fp32 lse the backward starts from. The backward is also checked against central differences of the float64 forward.
+ * row has no visible key; at scale 100 (logits ~1e3) 500x that, for the fp32 lse the backward starts from. The backward
+ * is also checked against central differences of the float64 forward.
  */
 #include "testlib.h"
 
@@ -29,7 +30,10 @@ typedef struct tens {
     size_t n_elems;
 } tens;
 
-static size_t dtype_bytes(famask_dtype dt) { return dt == FAMASK_DTYPE_F32 ? 4 : 2; }
+static size_t dtype_bytes(famask_dtype dt)
+{
+    return dt == FAMASK_DTYPE_F32 ? 4 : 2;
+}
 
 static tens tens_make(int b, int n, int h, int d, famask_dtype dt, int layout)
 {
@@ -98,8 +102,14 @@ typedef struct prob {
     double *ro, *rlse, *rdq, *rdk, *rdv;
 } prob;
 
-static int64_t qi(const prob *p, int b, int n, int h) { return (((int64_t)b * p->Nq + n) * p->H + h) * p->D; }
-static int64_t ki(const prob *p, int b, int n, int h) { return (((int64_t)b * p->Nk + n) * p->Hkv + h) * p->D; }
+static int64_t qi(const prob *p, int b, int n, int h)
+{
+    return (((int64_t)b * p->Nq + n) * p->H + h) * p->D;
+}
+static int64_t ki(const prob *p, int b, int n, int h)
+{
+    return (((int64_t)b * p->Nk + n) * p->Hkv + h) * p->D;
+}
 
 static void prob_alloc(prob *p)
 {
@@ -181,7 +191,10 @@ static famask_attn_args prob_args(const prob *p, float scale_arg)
 
 /* ---- the float64 reference over the dense mask ---- */
 
-static int ref_mask_b(const prob *p, int b) { return famask_mask_batch(p->mask) == 1 ? 0 : b; }
+static int ref_mask_b(const prob *p, int b)
+{
+    return famask_mask_batch(p->mask) == 1 ? 0 : b;
+}
 static int ref_mask_h(const prob *p, int h)
 {
     int hm = famask_mask_heads(p->mask);
@@ -286,7 +299,10 @@ static void ref_backward(const prob *p, const double *q, const double *k, const 
 
 /* One rounding of the largest element costs up to the unit roundoff: 2^-24 (f32), 2^-11 (f16), 2^-8 (bf16);
  * the bounds leave room for the float64 arithmetic and, in the backward, the fp32 lse (|lse| * 2^-24 in P). */
-static double bound_for(famask_dtype dt) { return dt == FAMASK_DTYPE_F32 ? 2e-6 : dt == FAMASK_DTYPE_F16 ? 6e-4 : 4.5e-3; }
+static double bound_for(famask_dtype dt)
+{
+    return dt == FAMASK_DTYPE_F32 ? 2e-6 : dt == FAMASK_DTYPE_F16 ? 6e-4 : 4.5e-3;
+}
 
 /* Max abs error / max abs reference over a tensor; *nonfinite counts NaN/Inf in the result. */
 static double rel_err(const prob *p, const tens *x, int n, int h, const double *ref, int *nonfinite)
@@ -313,7 +329,10 @@ static double rel_err(const prob *p, const tens *x, int n, int h, const double *
     return rmax > 0 ? emax / rmax : emax;
 }
 
-static const char *dt_name(famask_dtype dt) { return dt == FAMASK_DTYPE_F32 ? "f32" : dt == FAMASK_DTYPE_F16 ? "f16" : "bf16"; }
+static const char *dt_name(famask_dtype dt)
+{
+    return dt == FAMASK_DTYPE_F32 ? "f32" : dt == FAMASK_DTYPE_F16 ? "f16" : "bf16";
+}
 
 /* Runs forward (and backward) through the API and checks them against the reference. bwd_bound 0: default. */
 static void run_case(famask_ctx *ctx, prob *p, const char *what, int backward, double bound_scale)
@@ -722,17 +741,17 @@ static void test_preconditions(famask_ctx *ctx)
     const famask_attn_args good = prob_args(&p, 0);
     famask_attn_args a;
     famask_mask *m = NULL;
-#define TRY_FWD(mod, want, needle)                                                                                 \
-    do {                                                                                                           \
-        a = good;                                                                                                  \
-        mod;                                                                                                       \
-        expect(ctx, famask_attn_fwd(ctx, p.mask, &a), want, needle, "fwd " #mod);                                 \
+#define TRY_FWD(mod, want, needle)                                                                                     \
+    do {                                                                                                               \
+        a = good;                                                                                                      \
+        mod;                                                                                                           \
+        expect(ctx, famask_attn_fwd(ctx, p.mask, &a), want, needle, "fwd " #mod);                                      \
     } while (0)
-#define TRY_BWD(mod, want, needle)                                                                                 \
-    do {                                                                                                           \
-        a = good;                                                                                                  \
-        mod;                                                                                                       \
-        expect(ctx, famask_attn_bwd(ctx, p.mask, &a), want, needle, "bwd " #mod);                                 \
+#define TRY_BWD(mod, want, needle)                                                                                     \
+    do {                                                                                                               \
+        a = good;                                                                                                      \
+        mod;                                                                                                           \
+        expect(ctx, famask_attn_bwd(ctx, p.mask, &a), want, needle, "bwd " #mod);                                      \
     } while (0)
     const famask_status INV = FAMASK_STATUS_INVALID_ARGUMENT, UNS = FAMASK_STATUS_UNSUPPORTED;
     expect(ctx, famask_attn_fwd(ctx, p.mask, NULL), INV, "'args'", "NULL args");
