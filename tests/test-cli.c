@@ -126,7 +126,7 @@ static void test_exit_codes(void)
     golden("compile", 64, "", "famask: no spec file given");
     golden("compile specs/causal.yaml --frobnicate", 64, "", "famask: unknown option '--frobnicate'");
     golden("compile specs/causal.yaml -n x", 64, "", "-n needs a positive integer");
-    golden("compile specs/causal.yaml -o out.txt", 64, "", "cannot tell the format of 'out.txt'");
+    golden("compile specs/causal.yaml -o out.bin", 64, "", "cannot tell the format of 'out.bin'");
     golden("stats specs/causal.yaml --block 0x64", 64, "", "--block needs QxK");
     golden("compile specs/no-such.yaml", 66, "", "famask: cannot open 'specs/no-such.yaml'");
 }
@@ -187,26 +187,59 @@ static void test_outputs(void)
     CHECK(rc == 0 && got == 8 && memcmp(sig, "\x89PNG\r\n\x1a\n", 8) == 0, "--png: exit %d, %s", rc, err);
     free(out);
     free(err);
-    /* Writing the mask: when the file writers exist, the written file reads back to the same statistics. */
-    snprintf(path, sizeof path, "%s/m.npy", tmpdir);
-    snprintf(args, sizeof args, "compile specs/causal-document.yaml -o %s", path);
-    rc = run(args, &out, &err);
-    if (rc != 0 && strstr(err, "not built yet")) {
-        printf("skipped: compile -o (mask files are not built in this tree)\n");
-    } else {
-        CHECK(rc == 0 && out[0] == '\0', "compile -o: exit %d, %s", rc, err);
-        char *a = NULL, *b = NULL, *e2 = NULL;
+    /* Writing the mask: every format reads back to the same statistics as the spec itself. */
+    char *want = NULL, *e2 = NULL;
+    CHECK(run("stats specs/causal-document.yaml", &want, &e2) == 0, "stats of the spec");
+    free(e2);
+    static const char *const exts[2] = {"fmask", "npy"};
+    for (int k = 0; k < 2; k++) {
+        char *a = NULL;
+        snprintf(path, sizeof path, "%s/m.%s", tmpdir, exts[k]);
+        snprintf(args, sizeof args, "compile specs/causal-document.yaml -o %s", path);
+        rc = run(args, &out, &err);
+        CHECK(rc == 0 && out[0] == '\0' && err[0] == '\0', "compile -o .%s: exit %d, %s", exts[k], rc, err);
+        free(out);
+        free(err);
         snprintf(args, sizeof args, "stats %s", path);
-        int r1 = run(args, &a, &e2);
-        free(e2);
-        int r2 = run("stats specs/causal-document.yaml", &b, &e2);
-        CHECK(r1 == 0 && r2 == 0 && strcmp(a, b) == 0, "stats of the written file:\n%s\nof the spec:\n%s", a, b);
+        rc = run(args, &a, &e2);
+        CHECK(rc == 0 && strcmp(a, want) == 0, "stats of the written .%s:\n%s\nof the spec:\n%s", exts[k], a, want);
         free(a);
-        free(b);
         free(e2);
     }
+    free(want);
+    /* The .fmask of the 8192-token quick-start mask is small: its vectors are piecewise linear. */
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/m.fmask", tmpdir);
+    CHECK(stat(path, &sb) == 0 && sb.st_size < 4096, ".fmask of causal-document.yaml: %lld bytes",
+          (long long)sb.st_size);
+    /* The text listing on stdout: a header and one line per key column. */
+    rc = run("compile specs/custom.yaml -o -", &out, &err);
+    int lines = 0;
+    for (const char *c = out; *c; c++)
+        lines += *c == '\n';
+    CHECK(rc == 0 && lines == 9 && strstr(out, "LT [5, 8)"), "compile -o -: exit %d, %d lines:\n%s", rc, lines, out);
     free(out);
     free(err);
+    /* FlashMask's layout: the fewest vectors, reported on stderr, and reading back to the same mask. */
+    snprintf(path, sizeof path, "%s/fm.npy", tmpdir);
+    snprintf(args, sizeof args, "compile specs/causal-document.yaml -o %s --layout flashmask", path);
+    rc = run(args, &out, &err);
+    char want_err[600];
+    snprintf(want_err, sizeof want_err, "famask: %s: FlashMask layout with 1 vector, causal true\n", path);
+    CHECK(rc == 0 && out[0] == '\0' && strcmp(err, want_err) == 0, "--layout flashmask: exit %d, stderr %s", rc, err);
+    free(out);
+    free(err);
+    famask_ctx *ctx = NULL;
+    famask_mask *a = NULL, *b = NULL;
+    if (famask_ctx_create(&ctx) == FAMASK_STATUS_OK) {
+        CHECK_OK(ctx, famask_mask_load_flashmask(ctx, path, -1, 0, &a));
+        CHECK_OK(ctx, famask_mask_compile_file(ctx, "specs/causal-document.yaml", 0, &b));
+        CHECK(a && b && famask_mask_equal(a, b), "the FlashMask file reads back to the compiled mask");
+    }
+    famask_mask_free(a);
+    famask_mask_free(b);
+    famask_ctx_free(ctx);
+    golden("compile specs/causal.yaml --layout flashmask", 64, "", "--layout flashmask writes a .npy file");
 }
 
 int main(void)

@@ -107,6 +107,40 @@ static void test_errors(famask_ctx *ctx)
     famask_status st = famask_mask_compile_file(ctx, "specs/custom.yaml", 0, &m);
     famask_mask_free(m);
     CHECK_OK(ctx, st);
+    famask_mask *v = NULL;
+    CHECK_OK(ctx, famask_mask_compile_file(ctx, "specs/custom-file.yaml", 0, &v));
+    CHECK_OK(ctx, famask_mask_compile_file(ctx, "specs/custom.yaml", 0, &m));
+    CHECK(v && m && famask_mask_equal(v, m), "custom file: reads the vectors next to the spec");
+    famask_mask_free(v);
+    famask_mask_free(m);
+    m = v = NULL;
+    /* A [B, H] file is the whole mask at the top level, and refused inside a heads entry. */
+    char dir[] = "/tmp/famask-test-spec-XXXXXX", path[256], yaml[512];
+    if (mkdtemp(dir)) {
+        famask_mask *parts[6] = {NULL}, *stacked = NULL;
+        for (int k = 0; k < 6; k++)
+            CHECK_OK(ctx, famask_mask_sliding_window(ctx, 32, 32, k, k % 2, &parts[k]));
+        CHECK_OK(ctx, famask_mask_stack(ctx, (const famask_mask *const *)parts, 2, 3, &stacked));
+        snprintf(path, sizeof path, "%s/bh.npy", dir);
+        CHECK_OK(ctx, famask_mask_save(ctx, stacked, path, FAMASK_FORMAT_NPY));
+        snprintf(yaml, sizeof yaml, "seqlen: 32\nmask: {type: custom, file: %s}\n", path);
+        CHECK_OK(ctx, compile(ctx, yaml, 0, &v));
+        CHECK(v && famask_mask_equal(v, stacked), "a [2, 3] file at the top level");
+        famask_mask_free(v);
+        v = NULL;
+        snprintf(yaml, sizeof yaml, "seqlen: 32\nheads:\n  - mask: {type: custom, file: %s}\n", path);
+        CHECK(compile(ctx, yaml, 0, &v) == FAMASK_STATUS_BAD_SPEC && !v &&
+                  strstr(famask_ctx_errmsg(ctx), "t.yaml:3:11: this mask has 2 batch rows and 3 heads"),
+              "a [2, 3] file inside heads: %s", famask_ctx_errmsg(ctx));
+        snprintf(yaml, sizeof yaml, "seqlen: 31\nmask: {type: custom, file: %s}\n", path);
+        CHECK(compile(ctx, yaml, 0, &v) != FAMASK_STATUS_OK && !v && strstr(famask_ctx_errmsg(ctx), "t.yaml:2:28: "),
+              "a file of the wrong length: %s", famask_ctx_errmsg(ctx));
+        remove(path);
+        remove(dir);
+        for (int k = 0; k < 6; k++)
+            famask_mask_free(parts[k]);
+        famask_mask_free(stacked);
+    }
     const char *file_spec = "seqlen: 8\nmask: {type: custom, file: no-such-file.npy}\n";
     st = compile(ctx, file_spec, 0, &m);
     CHECK(st != FAMASK_STATUS_OK && !m && strncmp(famask_ctx_errmsg(ctx), "t.yaml:2:28: ", 13) == 0,
