@@ -34,55 +34,26 @@ const fm_family *fm_family_find(const char *name)
     return NULL;
 }
 
-/* The canonical form of famask.h for a column of two valid intervals: the same result as
- * fm_column_canonicalise, without its general sort, because the compile path runs it on every key column. */
-static inline void canonicalise2(int32_t *v, int seq_len_q, int j)
-{
-    int32_t s0 = v[0], e0 = v[1], s1 = v[2], e1 = v[3];
-    if (s0 >= e0) { /* first empty: keep the second as the only candidate */
-        s0 = s1;
-        e0 = e1;
-        s1 = e1 = 0;
-    } else if (s1 < e1 && s1 < s0) { /* both non-empty: order by start */
-        int32_t t = s0;
-        s0 = s1;
-        s1 = t;
-        t = e0;
-        e0 = e1;
-        e1 = t;
-    }
-    if (s1 < e1 && s1 <= e0) { /* touching or overlapping: one run */
-        e0 = e1 > e0 ? e1 : e0;
-        s1 = e1 = 0;
-    }
-    v[FAMASK_LTS] = v[FAMASK_LTE] = seq_len_q;
-    v[FAMASK_UTS] = v[FAMASK_UTE] = 0;
-    if (s0 >= e0)
-        return;
-    if (s1 < e1) { /* two runs: the earlier above (UT), the later below (LT) */
-        v[FAMASK_UTS] = s0;
-        v[FAMASK_UTE] = e0;
-        v[FAMASK_LTS] = s1;
-        v[FAMASK_LTE] = e1;
-    } else if (s0 < j) {
-        v[FAMASK_UTS] = s0;
-        v[FAMASK_UTE] = e0;
-    } else {
-        v[FAMASK_LTS] = s0;
-        v[FAMASK_LTE] = e0;
-    }
-}
-
 famask_status fm_family_build(famask_ctx *ctx, int seq_len_q, int seq_len_k, fm_fill_fn *fill, const void *params,
                               famask_mask **out)
 {
-    famask_mask *m = NULL;
-    famask_status st = fm_mask_alloc(ctx, 1, 1, seq_len_q, seq_len_k, &m);
+    /* Not fm_mask_alloc: its all-visible initialisation would be a wasted pass, since fill writes every column
+     * (canonical already, through fm_col_set). */
+    famask_status st = fm_check_shape(ctx, 1, 1, seq_len_q, seq_len_k);
     if (st)
         return st;
+    famask_mask *m = fm_calloc(ctx, 1, sizeof *m);
+    if (!m)
+        return FAMASK_STATUS_NO_MEMORY;
+    m->bounds = fm_malloc(ctx, (size_t)seq_len_k * 4 * sizeof(int32_t));
+    if (!m->bounds) {
+        free(m);
+        return FAMASK_STATUS_NO_MEMORY;
+    }
+    m->batch_m = m->heads_m = 1;
+    m->seq_len_q = seq_len_q;
+    m->seq_len_k = seq_len_k;
     fill(params, seq_len_q, seq_len_k, m->bounds);
-    for (int j = 0; j < seq_len_k; j++)
-        canonicalise2(m->bounds + 4 * (int64_t)j, seq_len_q, j);
     *out = m;
     return FAMASK_STATUS_OK;
 }
