@@ -164,6 +164,15 @@ static void test_lengths_and_shapes(famask_ctx *ctx)
     CHECK(a && b && famask_mask_equal(a, b), "seqlen_q/seqlen_k");
     famask_mask_free(a);
     famask_mask_free(b);
+    /* specs/README.md's bottom-right causal mask for decoding: a sliding window with left = seqlen_k and
+     * right = seqlen_k - seqlen_q shows row i the keys 0 .. i + seqlen_k - seqlen_q. */
+    CHECK_OK(ctx, compile(ctx, "seqlen_q: 5\nseqlen_k: 9\nmask: {type: sliding_window, left: 9, right: 4}\n", 0, &a));
+    int bad = 0;
+    for (int i = 0; a && i < 5; i++)
+        for (int j = 0; j < 9; j++)
+            bad += famask_mask_visible(a, 0, 0, i, j) != (j <= i + 9 - 5);
+    CHECK(a && bad == 0, "bottom-right causal: %d pairs differ", bad);
+    famask_mask_free(a);
     /* Batch rows and heads: a one-mask entry broadcasts over the heads of the others. */
     const char *bh = "seqlen: 16\n"
                      "batch:\n"

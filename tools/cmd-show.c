@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 const char cmd_show_usage[] =
@@ -77,6 +78,17 @@ static int write_png(const char *path, const famask_mask *mask, int b, int h)
     }
     snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
     fd = mkstemp(tmp);
+    if (fd >= 0) { /* mkstemp creates 0600: give the picture the permissions a plain fopen would */
+        mode_t mask = umask(0);
+        umask(mask);
+        if (fchmod(fd, 0666 & ~mask) != 0) {
+            cli_error("cannot create '%s': %s", path, strerror(errno));
+            close(fd);
+            unlink(tmp);
+            rc = EXIT_CANTCREAT;
+            goto fail;
+        }
+    }
     if (fd < 0 || !(f = fdopen(fd, "wb"))) {
         cli_error("cannot create '%s': %s", path, strerror(errno));
         rc = EXIT_CANTCREAT;
