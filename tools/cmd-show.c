@@ -79,9 +79,9 @@ static int write_png(const char *path, const famask_mask *mask, int b, int h)
     snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
     fd = mkstemp(tmp);
     if (fd >= 0) { /* mkstemp creates 0600: give the picture the permissions a plain fopen would */
-        mode_t mask = umask(0);
-        umask(mask);
-        if (fchmod(fd, 0666 & ~mask) != 0) {
+        mode_t um = umask(0);
+        umask(um);
+        if (fchmod(fd, 0666 & ~um) != 0) {
             cli_error("cannot create '%s': %s", path, strerror(errno));
             close(fd);
             unlink(tmp);
