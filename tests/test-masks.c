@@ -4,9 +4,12 @@
  * parameters written as a YAML spec must compile to the identical mask; compositions against the composed
  * predicate, including the NOT_REPRESENTABLE verdict (checked by counting runs in the dense result); stacking;
  * builder argument errors; and the host tile classes per family at 128x64 (skipped tiles all masked, unmasked
- * tiles all visible), printing how many fully visible tiles the rule calls partial.
+ * tiles all visible), printing how many fully visible tiles the rule calls partial; and the families' one-pass
+ * canonicaliser against the library's general one.
  */
 #include "testlib.h"
+
+#include "../masks/families.h" /* fm_col_set: the families' one-pass clip and canonicalisation */
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -639,12 +642,41 @@ static void test_tiles(famask_ctx *ctx)
     }
 }
 
+/* fm_col_set (the compile path's two-interval canonicaliser) against the library's general one, on random,
+ * out-of-range, empty, touching and overlapping intervals. */
+static void test_col_set(void)
+{
+    int bad = 0;
+    for (int rep = 0; rep < 200000; rep++) {
+        int nq = tl_rand_int(1, 40), j = tl_rand_int(0, 45);
+        int64_t in[4];
+        for (int x = 0; x < 4; x++)
+            in[x] = tl_rand_int(-5, nq + 5);
+        if (tl_rand_int(0, 3) == 0)
+            in[2] = in[1]; /* touching */
+        int32_t got[4 * 46], want[4];
+        fm_col_set(got, j, nq, in[0], in[1], in[2], in[3]);
+        for (int x = 0; x < 4; x++)
+            want[x] = (int32_t)(in[x] < 0 ? 0 : in[x] > nq ? nq : in[x]);
+        for (int x = 0; x < 4; x += 2)
+            if (want[x + 1] < want[x])
+                want[x + 1] = want[x];
+        fm_column_canonicalise(want, nq, j);
+        if (memcmp(got + 4 * j, want, sizeof want) != 0 && !bad++)
+            CHECK(0, "fm_col_set(j %d, nq %d, [%lld %lld) [%lld %lld)) = [%d %d %d %d], canonical [%d %d %d %d]", j,
+                  nq, (long long)in[0], (long long)in[1], (long long)in[2], (long long)in[3], got[4 * j],
+                  got[4 * j + 1], got[4 * j + 2], got[4 * j + 3], want[0], want[1], want[2], want[3]);
+    }
+    CHECK(bad == 0, "fm_col_set differs from fm_column_canonicalise in %d cases", bad);
+}
+
 int main(void)
 {
     tl_seed("test-masks");
     famask_ctx *ctx = NULL;
     if (famask_ctx_create(&ctx))
         return 1;
+    test_col_set();
     test_families(ctx);
     test_compositions(ctx);
     test_stack(ctx);
