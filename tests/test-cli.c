@@ -128,6 +128,7 @@ static void test_exit_codes(void)
     golden("compile specs/causal.yaml -n x", 64, "", "-n needs a positive integer");
     golden("compile specs/causal.yaml -o out.bin", 64, "", "cannot tell the format of 'out.bin'");
     golden("stats specs/causal.yaml --block 0x64", 64, "", "--block needs QxK");
+    golden("stats specs/custom-file.npy -n 8", 64, "", "-n applies to a spec, not to a compiled mask file");
     golden("compile specs/no-such.yaml", 66, "", "famask: cannot open 'specs/no-such.yaml'");
 }
 

@@ -19,11 +19,12 @@
 const char cmd_show_usage[] =
     "usage: famask show SPEC|FILE [-n N] [--block QxK] [--png OUT.png] [--batch B --head H]\n"
     "\n"
-    "Draws a mask: up to 128 x 128 element by element ('#' visible, '.' masked, one query row a line),\n"
+    "Draws one batch row and head of a mask, from a YAML spec or a compiled .fmask or .npy file:\n"
+    "up to 128 x 128 element by element ('#' visible, '.' masked, one query row a line),\n"
     "larger ones as the tile-class map of the attention kernels ('#' unmasked, '+' partial, '.' skipped).\n"
     "\n"
     "options:\n"
-    "  -n N          sequence length, overriding a spec's seqlen\n"
+    "  -n N          sequence length, overriding a spec's seqlen (specs only)\n"
     "  --block QxK   tile size for the map (default 128x64, scaled up to fit 128 tiles a side unless given)\n"
     "  --png OUT     also write a PNG of the mask (white visible, black masked, at most 1024 pixels a side)\n"
     "  --batch B     batch row of the mask to draw (default 0)\n"
@@ -178,6 +179,8 @@ int cmd_show(int argc, char **argv)
     }
     if (!input)
         return cli_usage("show", "no spec or mask file given");
+    if (seq_len > 0 && (cli_ends_with(input, ".fmask") || cli_ends_with(input, ".npy")))
+        return cli_usage("show", "-n applies to a spec, not to a compiled mask file like '%s'", input);
 
     famask_ctx *ctx = NULL;
     famask_mask *mask = NULL;
