@@ -346,6 +346,21 @@ famask_status famask_mask_convert_file(famask_ctx *ctx, const char *path, const 
                       s.name, h.ndim);
         goto fail;
     }
+    /* Where the input's size is known, a header promising more data than there is fails here, before the
+     * converter allocates for the shape it claims. */
+    int64_t need = h.count * h.elem_size;
+    int64_t have = s.check_crc ? s.want_size - s.out_total
+                   : s.mode == FM_STREAM_PLAIN && s.file_size >= 0 ? s.file_size - s.raw_read
+                                                                   : -1;
+    if (have >= 0) {
+        have += s.peek_len - s.peek_pos;
+        if (need > have) {
+            st = fm_error(ctx, FAMASK_STATUS_BAD_DATA,
+                          "'%s': truncated data: the shape needs %lld bytes, the input holds %lld", s.name,
+                          (long long)need, (long long)have);
+            goto fail;
+        }
+    }
     int fortran = h.fortran;
     if ((st = fm_converter_create(ctx, dtype, h.ndim, h.shape, opts->flags, fortran, &conv))) {
         fm_error_prefix(ctx, "'%s'", s.name);
