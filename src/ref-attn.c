@@ -115,7 +115,7 @@ typedef struct plan {
     int n_key_blocks;
     /* Summaries of every (mask batch row, mask head, key block), computed once. */
     fm_block_summary *summaries;
-    atomic_int next;   /* next work item */
+    atomic_int next; /* next work item */
     int n_items;
 } plan;
 
@@ -242,8 +242,7 @@ static void fwd_item(const plan *p, int b, int h, double *kd, double *vd, double
             double inv = l[i] > 0 ? 1.0 / l[i] : 0.0;
             store_row(a->o.data, a->dtype, offset(&a->o, b, r0 + i, h), d, acc + (int64_t)i * d, inv);
             if (a->lse)
-                a->lse[((int64_t)b * a->n_head + h) * nq + r0 + i] =
-                    l[i] > 0 ? (float)(m[i] + log(l[i])) : -INFINITY;
+                a->lse[((int64_t)b * a->n_head + h) * nq + r0 + i] = l[i] > 0 ? (float)(m[i] + log(l[i])) : -INFINITY;
         }
     }
 }
@@ -280,8 +279,10 @@ static famask_status run_plan(famask_ctx *ctx, plan *p, void *(*worker)(void *))
 {
     run_workers(p, worker);
     if (atomic_load(&p->next) < p->n_items)
-        return fm_error(ctx, FAMASK_STATUS_NO_MEMORY, "out of memory for the cpu attention's buffers (seq_len_k %d, "
-                        "head_dim %d)", p->a->seq_len_k, p->a->head_dim);
+        return fm_error(ctx, FAMASK_STATUS_NO_MEMORY,
+                        "out of memory for the cpu attention's buffers (seq_len_k %d, "
+                        "head_dim %d)",
+                        p->a->seq_len_k, p->a->head_dim);
     return FAMASK_STATUS_OK;
 }
 

@@ -4,10 +4,12 @@
  * The reference here is written to be read: float64 loops over the dense mask (famask_mask_visible), no tiles,
  * no online softmax, independent of src/ref-attn.c. Shapes: q, o [B, Nq, H, D], k, v [B, Nk, H_kv, D] in three
  * layouts ([B, N, H, D], [B, H, N, D], and a padded [B, N, H, D]); masks [batch_m, heads_m, Nk, 4] from random
- * valid vectors (with fully masked rows, columns and heads) and structured ones built from vectors.
+ * valid vectors (with fully masked rows, columns and heads) and structured ones from the family builders
+ * (causal, sliding window, documents; from vectors where a builder does not take the shape), stacked per slice.
  * Error bounds (max abs error over the tensor / max abs of the reference tensor), from one rounding of each
  * output into its dtype: f32 2e-6, f16 6e-4, bf16 4.5e-3; lse within 2e-7 relative (fp32), exactly -inf where the
- * row has no visible key; at scale 100 (logits ~1e3) 500x that, for the fp32 lse the backward starts from. The backward is also checked against central differences of the float64 forward.
+ * row has no visible key; at scale 100 (logits ~1e3) 500x that, for the fp32 lse the backward starts from. The backward
+ * is also checked against central differences of the float64 forward.
  */
 #include "testlib.h"
 
@@ -28,7 +30,10 @@ typedef struct tens {
     size_t n_elems;
 } tens;
 
-static size_t dtype_bytes(famask_dtype dt) { return dt == FAMASK_DTYPE_F32 ? 4 : 2; }
+static size_t dtype_bytes(famask_dtype dt)
+{
+    return dt == FAMASK_DTYPE_F32 ? 4 : 2;
+}
 
 static tens tens_make(int b, int n, int h, int d, famask_dtype dt, int layout)
 {
@@ -97,8 +102,14 @@ typedef struct prob {
     double *ro, *rlse, *rdq, *rdk, *rdv;
 } prob;
 
-static int64_t qi(const prob *p, int b, int n, int h) { return (((int64_t)b * p->Nq + n) * p->H + h) * p->D; }
-static int64_t ki(const prob *p, int b, int n, int h) { return (((int64_t)b * p->Nk + n) * p->Hkv + h) * p->D; }
+static int64_t qi(const prob *p, int b, int n, int h)
+{
+    return (((int64_t)b * p->Nq + n) * p->H + h) * p->D;
+}
+static int64_t ki(const prob *p, int b, int n, int h)
+{
+    return (((int64_t)b * p->Nk + n) * p->Hkv + h) * p->D;
+}
 
 static void prob_alloc(prob *p)
 {
@@ -180,7 +191,10 @@ static famask_attn_args prob_args(const prob *p, float scale_arg)
 
 /* ---- the float64 reference over the dense mask ---- */
 
-static int ref_mask_b(const prob *p, int b) { return famask_mask_batch(p->mask) == 1 ? 0 : b; }
+static int ref_mask_b(const prob *p, int b)
+{
+    return famask_mask_batch(p->mask) == 1 ? 0 : b;
+}
 static int ref_mask_h(const prob *p, int h)
 {
     int hm = famask_mask_heads(p->mask);
@@ -285,7 +299,10 @@ static void ref_backward(const prob *p, const double *q, const double *k, const 
 
 /* One rounding of the largest element costs up to the unit roundoff: 2^-24 (f32), 2^-11 (f16), 2^-8 (bf16);
  * the bounds leave room for the float64 arithmetic and, in the backward, the fp32 lse (|lse| * 2^-24 in P). */
-static double bound_for(famask_dtype dt) { return dt == FAMASK_DTYPE_F32 ? 2e-6 : dt == FAMASK_DTYPE_F16 ? 6e-4 : 4.5e-3; }
+static double bound_for(famask_dtype dt)
+{
+    return dt == FAMASK_DTYPE_F32 ? 2e-6 : dt == FAMASK_DTYPE_F16 ? 6e-4 : 4.5e-3;
+}
 
 /* Max abs error / max abs reference over a tensor; *nonfinite counts NaN/Inf in the result. */
 static double rel_err(const prob *p, const tens *x, int n, int h, const double *ref, int *nonfinite)
@@ -304,10 +321,18 @@ static double rel_err(const prob *p, const tens *x, int n, int h, const double *
                     emax = fmax(emax, fabs(g - r));
                     rmax = fmax(rmax, fabs(r));
                 }
+    /* f16 has subnormals below 2^-14 spaced 2^-24 apart: a tensor whose entries are all that small (a gradient
+     * that nearly cancels, e.g. a row with one dominant key) is measured against 2^-24 / 6e-4 ~ 1e-4, so that
+     * its absolute rounding error (up to 2^-25) stays within the bound. */
+    double floor = p->dt == FAMASK_DTYPE_F16 ? 1e-4 : 0.0;
+    rmax = fmax(rmax, floor);
     return rmax > 0 ? emax / rmax : emax;
 }
 
-static const char *dt_name(famask_dtype dt) { return dt == FAMASK_DTYPE_F32 ? "f32" : dt == FAMASK_DTYPE_F16 ? "f16" : "bf16"; }
+static const char *dt_name(famask_dtype dt)
+{
+    return dt == FAMASK_DTYPE_F32 ? "f32" : dt == FAMASK_DTYPE_F16 ? "f16" : "bf16";
+}
 
 /* Runs forward (and backward) through the API and checks them against the reference. bwd_bound 0: default. */
 static void run_case(famask_ctx *ctx, prob *p, const char *what, int backward, double bound_scale)
@@ -469,20 +494,77 @@ static void fill_slice(int32_t *v, int kind, int nq, int nk)
     }
 }
 
+/* One (b, h) slice of a structured kind through the family builders (shape [1, 1, Nk, 4]); NULL when the
+ * builder does not take this shape (the document families need seq_len_q == seq_len_k). */
+static famask_mask *build_slice(famask_ctx *ctx, int kind, int nq, int nk)
+{
+    famask_mask *m = NULL;
+    int lengths[4], n_docs = 0, left = tl_rand_int(0, nk / 2 + 1), right = tl_rand_int(0, 2) ? 0 : tl_rand_int(0, 9);
+    if ((kind == MASK_CAUSAL_DOC || kind == MASK_DOC)) {
+        if (nq != nk)
+            return NULL;
+        for (int rest = nq; rest > 0; rest -= lengths[n_docs++])
+            lengths[n_docs] = n_docs == 3 ? rest : tl_rand_int(1, rest);
+    }
+    switch (kind) {
+    case MASK_CAUSAL:
+        CHECK_OK(ctx, famask_mask_causal(ctx, nq, nk, &m));
+        break;
+    case MASK_WINDOW:
+        CHECK_OK(ctx, famask_mask_sliding_window(ctx, nq, nk, left, right, &m));
+        break;
+    case MASK_CAUSAL_DOC:
+        CHECK_OK(ctx, famask_mask_causal_document(ctx, lengths, n_docs, &m));
+        break;
+    case MASK_DOC:
+        CHECK_OK(ctx, famask_mask_document(ctx, lengths, n_docs, &m));
+        break;
+    case MASK_FULL:
+        CHECK_OK(ctx, famask_mask_full(ctx, nq, nk, &m));
+        break;
+    default:
+        break;
+    }
+    return m;
+}
+
+/* A [bm, hm, Nk, 4] mask of the kind: structured kinds from the builders (stacked per slice, each slice with its
+ * own random parameters), random ones and shapes the builders do not take from vectors; dead_head makes the last
+ * slice fully masked. */
 static famask_mask *make_mask(famask_ctx *ctx, int kind, int bm, int hm, int nq, int nk, int dead_head)
 {
     int32_t *v = malloc((size_t)bm * hm * nk * 4 * sizeof *v);
+    famask_mask **parts = calloc((size_t)bm * hm, sizeof *parts);
+    int built = kind != MASK_RANDOM && kind != MASK_DEAD_ROWS;
     for (int s = 0; s < bm * hm; s++) {
-        fill_slice(v + (int64_t)s * nk * 4, kind, nq, nk);
+        int32_t *slice = v + (int64_t)s * nk * 4;
+        famask_mask *one = NULL;
+        if (built && !(dead_head && s == bm * hm - 1))
+            one = build_slice(ctx, kind, nq, nk);
+        if (one) {
+            memcpy(slice, famask_mask_bounds(one), (size_t)nk * 4 * sizeof *slice);
+            parts[s] = one;
+            continue;
+        }
+        fill_slice(slice, kind, nq, nk);
         if (dead_head && s == bm * hm - 1)
             for (int j = 0; j < nk; j++) {
-                int32_t *c = v + ((int64_t)s * nk + j) * 4;
+                int32_t *c = slice + 4 * (int64_t)j;
                 c[0] = 0;
                 c[1] = nq;
             }
+        CHECK_OK(ctx, famask_mask_from_vectors(ctx, 1, 1, nq, nk, slice, &parts[s]));
     }
     famask_mask *m = NULL;
-    CHECK_OK(ctx, famask_mask_from_vectors(ctx, bm, hm, nq, nk, v, &m));
+    CHECK_OK(ctx, famask_mask_stack(ctx, (const famask_mask *const *)parts, bm, hm, &m));
+    /* The stack must hold what was put in (the vectors of canonical slices, canonical already). */
+    famask_mask *direct = NULL;
+    CHECK_OK(ctx, famask_mask_from_vectors(ctx, bm, hm, nq, nk, v, &direct));
+    CHECK(m && direct && famask_mask_equal(m, direct), "stacked mask differs from its slices' vectors");
+    famask_mask_free(direct);
+    for (int s = 0; s < bm * hm; s++)
+        famask_mask_free(parts[s]);
+    free(parts);
     free(v);
     return m;
 }
@@ -659,17 +741,17 @@ static void test_preconditions(famask_ctx *ctx)
     const famask_attn_args good = prob_args(&p, 0);
     famask_attn_args a;
     famask_mask *m = NULL;
-#define TRY_FWD(mod, want, needle)                                                                                 \
-    do {                                                                                                           \
-        a = good;                                                                                                  \
-        mod;                                                                                                       \
-        expect(ctx, famask_attn_fwd(ctx, p.mask, &a), want, needle, "fwd " #mod);                                 \
+#define TRY_FWD(mod, want, needle)                                                                                     \
+    do {                                                                                                               \
+        a = good;                                                                                                      \
+        mod;                                                                                                           \
+        expect(ctx, famask_attn_fwd(ctx, p.mask, &a), want, needle, "fwd " #mod);                                      \
     } while (0)
-#define TRY_BWD(mod, want, needle)                                                                                 \
-    do {                                                                                                           \
-        a = good;                                                                                                  \
-        mod;                                                                                                       \
-        expect(ctx, famask_attn_bwd(ctx, p.mask, &a), want, needle, "bwd " #mod);                                 \
+#define TRY_BWD(mod, want, needle)                                                                                     \
+    do {                                                                                                               \
+        a = good;                                                                                                      \
+        mod;                                                                                                           \
+        expect(ctx, famask_attn_bwd(ctx, p.mask, &a), want, needle, "bwd " #mod);                                      \
     } while (0)
     const famask_status INV = FAMASK_STATUS_INVALID_ARGUMENT, UNS = FAMASK_STATUS_UNSUPPORTED;
     expect(ctx, famask_attn_fwd(ctx, p.mask, NULL), INV, "'args'", "NULL args");
