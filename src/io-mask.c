@@ -257,10 +257,8 @@ static famask_status load_fmask(famask_ctx *ctx, fm_stream *s, famask_mask **out
     }
     if ((st = fm_stream_read_exact(ctx, s, z, (size_t)zlen, ".fmask payload")))
         goto fail;
-    if (!fm_stream_at_end(ctx, s)) {
-        st = fm_error(ctx, FAMASK_STATUS_BAD_DATA, "'%s': unexpected bytes after the .fmask payload", s->name);
+    if ((st = fm_stream_expect_end(ctx, s, "the .fmask payload")))
         goto fail;
-    }
     if (get32(head + 48) != crc32_big((uint32_t)crc32(0, NULL, 0), z, (size_t)zlen)) {
         st = fm_error(ctx, FAMASK_STATUS_BAD_DATA, "'%s': .fmask payload fails its CRC32 check (corrupt file)",
                       s->name);

@@ -442,10 +442,8 @@ famask_status famask_npy_load(famask_ctx *ctx, const char *path, famask_array **
     }
     if ((st = fm_stream_read_exact(ctx, &s, dst, bytes, ".npy data")))
         goto fail;
-    if (!fm_stream_at_end(ctx, &s)) {
-        st = fm_error(ctx, FAMASK_STATUS_BAD_DATA, "'%s': unexpected bytes after the .npy data", s.name);
+    if ((st = fm_stream_expect_end(ctx, &s, "the .npy data")))
         goto fail;
-    }
     if (h.big_endian)
         fm_swap_bytes(dst, h.count, h.elem_size);
     if (tmp)
