@@ -276,6 +276,7 @@ static void refusals(famask_ctx *ctx)
         {"--q QBF -o OUT", "--bf16", 65},                   /* '<u2' without --bf16 */
         {"--q Q8 -o OUT --bf16", "--bf16", 65},             /* --bf16 on float32 */
         {"--q Q8 -o OUT -n 0", "-n", 64},                   /* bad -n */
+        {"--q Q8 -o OUT -n 8", "-n applies to a spec", 64}, /* -n on a compiled mask */
         {"--q Q8 -o DIR/nodir/o.npy", "nodir", 73},         /* cannot create the output */
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {

@@ -23,7 +23,7 @@ const char cmd_attn_usage[] =
     "\n"
     "  --mask MASK     a spec (.yaml) or a compiled mask (.fmask, .npy); its batch must be 1 or B, its heads 1,\n"
     "                  H_kv or H, its lengths Nq and Nk\n"
-    "  -n N            sequence length of a spec mask (overrides its seqlen)\n"
+    "  -n N            sequence length of a spec mask (overrides its seqlen; specs only)\n"
     "  --q, --k, --v   input tensors, 4-D .npy: float32, float16, or bf16 bits in '<u2' with --bf16;\n"
     "                  q [B, Nq, H, D], k and v [B, Nk, H_kv, D] (layout bnhd)\n"
     "  -o O.npy        the output, shaped and typed like q (bf16 is written as '<u2')\n"
@@ -120,6 +120,8 @@ static int parse_args(int argc, char **argv, opts *op)
     }
     if (!op->mask || !op->q || !op->k || !op->v || !op->o)
         return cli_usage("attn", "--mask, --q, --k, --v and -o are required");
+    if (op->seq_len > 0 && (cli_ends_with(op->mask, ".fmask") || cli_ends_with(op->mask, ".npy")))
+        return cli_usage("attn", "-n applies to a spec, not to a compiled mask file like '%s'", op->mask);
     int nb = !!op->d_o + !!op->dq + !!op->dk + !!op->dv;
     if (nb != 0 && nb != 4)
         return cli_usage("attn", "--do, --dq, --dk and --dv go together (the backward needs all four)");
