@@ -608,6 +608,40 @@ static void test_random_cases(famask_ctx *ctx)
     }
 }
 
+/* Several tiles in each direction (the CPU path works in 64 x 64 tiles), so that whole tiles are skipped, some
+ * are unmasked and some partial, with ragged edges: sliding windows and documents at 333. */
+static void test_many_tiles(famask_ctx *ctx)
+{
+    static const int kinds[] = {MASK_WINDOW, MASK_CAUSAL_DOC, MASK_DOC, MASK_DEAD_ROWS};
+    for (int c = 0; c < 4; c++) {
+        prob p;
+        memset(&p, 0, sizeof p);
+        p.B = 1;
+        p.H = 2;
+        p.Hkv = 1;
+        p.Nq = 333;
+        p.Nk = c == 0 ? 300 : 333;
+        p.D = 32;
+        p.dt = c % 2 ? FAMASK_DTYPE_BF16 : FAMASK_DTYPE_F32;
+        p.layout = c % 3;
+        p.scale = (float)(1.0 / sqrt(32.0));
+        p.scale_zero = 1;
+        p.mask = make_mask(ctx, kinds[c], 1, c == 3 ? 2 : 1, p.Nq, p.Nk, 0);
+        prob_alloc(&p);
+        prob_fill(&p, 1.0);
+        char what[64];
+        snprintf(what, sizeof what, "many tiles %s", mask_names[kinds[c]]);
+        if (p.mask)
+            run_case(ctx, &p, what, 1, 1.0);
+        famask_tile_counts counts = {0, 0, 0};
+        if (p.mask)
+            CHECK_OK(ctx, famask_mask_tiles(ctx, p.mask, 0, 0, 64, 64, NULL, &counts));
+        printf("many tiles %s: tiles skipped %lld, partial %lld, unmasked %lld\n", mask_names[kinds[c]],
+               (long long)counts.skipped, (long long)counts.partial, (long long)counts.unmasked);
+        prob_free(&p);
+    }
+}
+
 /* Logits of order 1000 (scale 100): no overflow, no NaN; a fully masked head in the same call. */
 static void test_extreme(famask_ctx *ctx)
 {
@@ -947,6 +981,7 @@ int main(void)
     test_preconditions(ctx);
     test_single(ctx);
     test_random_cases(ctx);
+    test_many_tiles(ctx);
     test_extreme(ctx);
     test_finite_differences(ctx);
     famask_ctx_free(ctx);
