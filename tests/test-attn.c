@@ -642,6 +642,43 @@ static void test_many_tiles(famask_ctx *ctx)
     }
 }
 
+/* The CPU backward is deterministic (one writer per output element, fixed order): two runs, same bits. */
+static void test_deterministic(famask_ctx *ctx)
+{
+    prob p;
+    memset(&p, 0, sizeof p);
+    p.B = 3;
+    p.H = 4;
+    p.Hkv = 2;
+    p.Nq = 100;
+    p.Nk = 90;
+    p.D = 64;
+    p.dt = FAMASK_DTYPE_BF16;
+    p.scale = 0.2;
+    p.mask = make_mask(ctx, MASK_RANDOM, 3, 4, p.Nq, p.Nk, 0);
+    prob_alloc(&p);
+    prob_fill(&p, 1.0);
+    famask_attn_args a = prob_args(&p, 0.2f);
+    a.deterministic = 1;
+    tens *g[3] = {&p.dq, &p.dk, &p.dv};
+    void *first[3];
+    if (p.mask) {
+        CHECK_OK(ctx, famask_attn_fwd(ctx, p.mask, &a));
+        CHECK_OK(ctx, famask_attn_bwd(ctx, p.mask, &a));
+        for (int t = 0; t < 3; t++) {
+            first[t] = malloc(g[t]->n_elems * 2);
+            memcpy(first[t], g[t]->t.data, g[t]->n_elems * 2);
+            memset(g[t]->t.data, 0xff, g[t]->n_elems * 2);
+        }
+        CHECK_OK(ctx, famask_attn_bwd(ctx, p.mask, &a));
+        for (int t = 0; t < 3; t++) {
+            CHECK(memcmp(first[t], g[t]->t.data, g[t]->n_elems * 2) == 0, "backward run twice: d%c differs", "qkv"[t]);
+            free(first[t]);
+        }
+    }
+    prob_free(&p);
+}
+
 /* Logits of order 1000 (scale 100): no overflow, no NaN; a fully masked head in the same call. */
 static void test_extreme(famask_ctx *ctx)
 {
@@ -982,6 +1019,7 @@ int main(void)
     test_single(ctx);
     test_random_cases(ctx);
     test_many_tiles(ctx);
+    test_deterministic(ctx);
     test_extreme(ctx);
     test_finite_differences(ctx);
     famask_ctx_free(ctx);
