@@ -427,7 +427,8 @@ typedef struct famask_attn_args {
  * written), NO_DEVICE (built without CUDA, or no GPU), CUDA, NO_MEMORY. */
 famask_status famask_attn_fwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args);
 
-/* dq, dk, dv from q, k, v, o, lse and d_o (same shapes, strides and mask as the forward that made o and lse):
+/* dq, dk, dv from q, k, v, o, lse and d_o (the shapes and mask of the forward that made o and lse; every tensor
+ * has its own strides):
  * with P = exp(scale * q k^T - lse) on visible pairs (0 elsewhere), D = rowsum(d_o * o):
  *   dv = P^T d_o,  dS = P * (d_o v^T - D),  dq = scale * dS k,  dk = scale * dS^T q,
  * dk and dv summed over the query heads of a group. Rows with lse = -inf get zero gradients. The CUDA backward
