@@ -436,6 +436,13 @@ famask_status famask_attn_fwd(famask_ctx *ctx, famask_mask *mask, const famask_a
  * cuda_unfused device has no backward (UNSUPPORTED). */
 famask_status famask_attn_bwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args);
 
+/* Device memory for callers without a CUDA runtime of their own (the CLI, ctypes users). Copies are synchronous.
+ * Without CUDA each returns FAMASK_STATUS_NO_DEVICE. famask_device_free(NULL) is a no-op. */
+famask_status famask_device_alloc(famask_ctx *ctx, size_t bytes, void **out);
+void famask_device_free(void *ptr);
+famask_status famask_device_upload(famask_ctx *ctx, void *device_dst, const void *host_src, size_t bytes);
+famask_status famask_device_download(famask_ctx *ctx, void *host_dst, const void *device_src, size_t bytes);
+
 /* Makes (or refreshes) the device copy of the mask and its per-block summaries for the kernels, cached with the
  * mask and freed with it. famask_attn_* on CUDA upload on first use; call this to do it ahead of time. */
 famask_status famask_mask_upload(famask_ctx *ctx, famask_mask *mask, void *stream);

@@ -314,7 +314,7 @@ static void refusals(famask_ctx *ctx)
         CHECK(!exists(out), "cli '%s': output written by a failed run", cases[c].extra);
         remove(out);
     }
-    /* The cuda devices: the library's reason when built without CUDA (69), or the missing helpers (65). */
+    /* --device cuda with float32 tensors: no device (69, without CUDA or a GPU) or the kernels' dtype refusal (65). */
     snprintf(args, sizeof args, "%s --q '%s' -o '%s' --device cuda", ok, path("q8.npy"), out);
     int rc = run_cli(args);
     CHECK(rc == 69 || rc == 65, "cli --device cuda: exit %d, want 69 or 65: %s", rc, err_text());

@@ -168,6 +168,44 @@ static int bind_tensor(const char *path, const famask_array *arr, const opts *op
     return EXIT_OK;
 }
 
+static size_t array_bytes(const famask_array *arr)
+{
+    size_t n = famask_dtype_size(arr->dtype);
+    for (int d = 0; d < arr->ndim; d++)
+        n *= (size_t)arr->shape[d];
+    return n;
+}
+
+/* Runs on a CUDA device: copies the inputs (the first four arrays; NULL ones are absent) to device memory,
+ * points the tensors and lse there, runs, and copies the outputs (the last four) and lse back. */
+static famask_status run_on_device(famask_ctx *ctx, famask_mask *mask, famask_attn_args *a, int backward,
+                                   famask_array *const arrays[8], famask_tensor *const tensors[8], famask_array *lse)
+{
+    void *dev[9] = {NULL};
+    famask_status st = famask_mask_upload(ctx, mask, NULL);
+    for (int t = 0; t < 8 && !st; t++) {
+        if (!arrays[t])
+            continue;
+        if (!(st = famask_device_alloc(ctx, array_bytes(arrays[t]), &dev[t])) && t < 4)
+            st = famask_device_upload(ctx, dev[t], arrays[t]->data, array_bytes(arrays[t]));
+        tensors[t]->data = dev[t];
+    }
+    if (!st && !(st = famask_device_alloc(ctx, array_bytes(lse), &dev[8])))
+        a->lse = dev[8];
+    if (!st)
+        st = famask_attn_fwd(ctx, mask, a);
+    if (!st && backward)
+        st = famask_attn_bwd(ctx, mask, a);
+    for (int t = 4; t < 8 && !st; t++)
+        if (arrays[t])
+            st = famask_device_download(ctx, arrays[t]->data, dev[t], array_bytes(arrays[t]));
+    if (!st)
+        st = famask_device_download(ctx, lse->data, dev[8], array_bytes(lse));
+    for (int t = 0; t < 9; t++)
+        famask_device_free(dev[t]);
+    return st;
+}
+
 int cmd_attn(int argc, char **argv)
 {
     opts op;
@@ -266,18 +304,13 @@ int cmd_attn(int argc, char **argv)
         if ((rc = bind_tensor(op.q, outs[t], &op, dtype, touts[t])))
             goto done;
 
-    if (op.device != FAMASK_DEVICE_CPU) {
-        /* The tensors are in host memory. Without CUDA the mask upload fails with the library's own reason; with
-         * it, the CLI still has no way to allocate device memory through the public API. */
-        if ((st = famask_mask_upload(ctx, mask, NULL)))
-            goto lib_fail;
-        rc = fail_msg(FAMASK_STATUS_UNSUPPORTED,
-                      "--device %s from the command line needs device-memory helpers the library does not have yet; "
-                      "use --device cpu",
-                      op.device == FAMASK_DEVICE_CUDA ? "cuda" : "cuda-unfused");
-        goto done;
-    }
-    if ((st = famask_attn_fwd(ctx, mask, &a)) || (backward && (st = famask_attn_bwd(ctx, mask, &a))))
+    famask_array *arrays[8] = {q, k, v, d_o, o, dq, dk, dv};
+    famask_tensor *tensors[8] = {&a.q, &a.k, &a.v, &a.d_o, &a.o, &a.dq, &a.dk, &a.dv};
+    if (op.device != FAMASK_DEVICE_CPU)
+        st = run_on_device(ctx, mask, &a, backward, arrays, tensors, lse);
+    else if (!(st = famask_attn_fwd(ctx, mask, &a)) && backward)
+        st = famask_attn_bwd(ctx, mask, &a);
+    if (st)
         goto lib_fail;
 
     /* ---- write: each file whole or not at all ---- */
