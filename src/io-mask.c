@@ -556,7 +556,7 @@ famask_status famask_mask_save_flashmask(famask_ctx *ctx, const famask_mask *mas
             return FAMASK_STATUS_NO_MEMORY;
         int ok = 1;
         for (int64_t col = 0; col < cols && ok; col++) {
-            int32_t tmp[4];
+            int32_t tmp[4] = {0, 0, 0, 0};
             ok = flashmask_fit(mask->bounds + 4 * col, n, c, mask->seq_len_q, (int)(col % mask->seq_len_k), tmp);
             if (ok)
                 memcpy(f + col * n, tmp, (size_t)n * sizeof *f);

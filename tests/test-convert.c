@@ -9,6 +9,8 @@
  */
 #include "testlib.h"
 
+#include "io.h" /* fm_converter_create and fm_converter_push_fortran: Fortran order in random pieces */
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,8 +216,8 @@ static void random_column(int32_t v[4], int nq)
     }
 }
 
-enum { C_MEMORY, C_PUSH, C_NPY, C_NPY_F, C_NPY_BE, C_NPZ, C_NPZ_DEFLATE, C_NPY_GZ, C_RAW, C_RAW_GZ, C_COUNT };
-static const char *container_names[] = {"memory", "push",          "npy",    "npy-fortran", "npy-big-endian",
+enum { C_MEMORY, C_PUSH, C_PUSH_F, C_NPY, C_NPY_F, C_NPY_BE, C_NPZ, C_NPZ_DEFLATE, C_NPY_GZ, C_RAW, C_RAW_GZ, C_COUNT };
+static const char *container_names[] = {"memory", "push", "push-fortran", "npy",    "npy-fortran", "npy-big-endian",
                                         "npz",    "npz-deflated", "npy.gz", "raw",         "raw.gz"};
 
 /* Converts the dense form (C-order bytes of dtype dt, shape ndim/shape) through container c. */
@@ -278,8 +280,10 @@ static famask_status convert_via(famask_ctx *ctx, int c, famask_dtype dt, int nd
             }
         break;
     }
+    case C_PUSH_F:
     case C_NPY_F: {
-        npy_header(&b, descr_of(dt, 0), 1, ndim, shape);
+        if (c == C_NPY_F)
+            npy_header(&b, descr_of(dt, 0), 1, ndim, shape);
         size_t at = b.n;
         put(&b, data, n);
         /* element with C index (x0..x3) goes to Fortran offset x0 + s0 (x1 + s1 (...)) */
@@ -307,6 +311,23 @@ static famask_status convert_via(famask_ctx *ctx, int c, famask_dtype dt, int nd
         o.raw_ndim = ndim;
         memcpy(o.raw_shape, shape, (size_t)ndim * sizeof *shape);
         break;
+    }
+    if (c == C_PUSH_F) { /* the Fortran-order bytes in pieces of random whole "rows" (batch * n_head elements) */
+        famask_converter *conv = NULL;
+        st = fm_converter_create(ctx, dt, ndim, shape, flags, 1, &conv);
+        int64_t rows = st ? 0 : fm_converter_total(conv), len = st ? 0 : fm_converter_row_len(conv), done = 0;
+        while (!st && done < rows) {
+            int64_t k = tl_rand_int(0, 9);
+            if (k > rows - done)
+                k = rows - done;
+            st = fm_converter_push_fortran(ctx, conv, b.p + done * len * (int64_t)es, k * len);
+            done += k;
+        }
+        if (!st)
+            st = famask_converter_finish(ctx, conv, out);
+        famask_converter_free(conv);
+        free(b.p);
+        return st;
     }
     if (c == C_NPY_GZ || c == C_RAW_GZ) {
         bytes g = deflate_raw(b.p, b.n, 1);
@@ -343,7 +364,7 @@ static unsigned char *dense_of(famask_ctx *ctx, const famask_mask *m, famask_dty
 static void test_random_round_trips(famask_ctx *ctx)
 {
     int fails = 0;
-    for (int rep = 0; rep < 300; rep++) {
+    for (int rep = 0; rep < 330; rep++) {
         int ndim = tl_rand_int(2, 4);
         int nb = ndim >= 3 ? tl_rand_int(1, 3) : 1, nh = ndim == 4 ? tl_rand_int(1, 3) : 1;
         int nq = tl_rand_int(1, 60), nk = tl_rand_int(1, 60);
@@ -351,7 +372,7 @@ static void test_random_round_trips(famask_ctx *ctx)
             nk = tl_rand_int(1, 3); /* rows shorter than a compared word */
         famask_dtype dt = (famask_dtype)(rep % 10);
         int c = (rep / 10) % C_COUNT, nz_masked = tl_rand_int(0, 1);
-        if (dt == FAMASK_DTYPE_BF16 && c != C_MEMORY && c != C_PUSH && c != C_RAW && c != C_RAW_GZ)
+        if (dt == FAMASK_DTYPE_BF16 && c != C_MEMORY && c != C_PUSH && c != C_PUSH_F && c != C_RAW && c != C_RAW_GZ)
             c = C_RAW; /* numpy has no bf16 */
         int32_t *raw = malloc((size_t)nb * nh * nk * 4 * sizeof *raw);
         for (int k = 0; k < nb * nh * nk; k++)
