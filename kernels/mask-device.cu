@@ -1,0 +1,244 @@
+/*
+ * mask-device.cu: the device copy of a mask and its per-key-block summaries.
+ *
+ * The vectors int32 [batch_m, heads_m, seq_len_k, 4] are copied once to the device; the summaries
+ * fm_block_summary [batch_m, heads_m, ceil(seq_len_k / block_k)] (min/max of each interval's start and end over a
+ * key block, the input of fm_tile_classify) are computed there by a small kernel, one warp per key block. Both
+ * are cached in mask->dev (freed through mask->dev_free with the mask) for up to FM_SUMMARY_SLOTS block sizes,
+ * so the forward and the backward, which may use different key blocks, each find theirs.
+ *
+ * A mask may be shared between threads once built, but its device cache is filled on first use: callers that
+ * share a mask across threads should call famask_mask_upload first.
+ */
+#include "common.cuh"
+#include "cuda-check.cuh"
+#include "kernels.h"
+
+#include <stdlib.h>
+
+#define FM_SUMMARY_SLOTS 4
+
+/* The block sizes the forward kernels use, summarised ahead of time by famask_mask_upload. */
+static const int upload_block_sizes[] = {64, 128};
+
+struct mask_dev {
+    int device;        /* the CUDA device that holds the copy */
+    int32_t *bounds;   /* [batch_m, heads_m, seq_len_k, 4] */
+    int64_t n_columns; /* batch_m * heads_m * seq_len_k */
+    struct {
+        int block_k;   /* 0: slot unused */
+        fm_block_summary *summaries;
+    } slot[FM_SUMMARY_SLOTS];
+    int next_evict;
+};
+
+static void mask_dev_free(void *p)
+{
+    struct mask_dev *d = (struct mask_dev *)p;
+    if (!d)
+        return;
+    /* cudaFree waits for the device, so no kernel still reading these is cut short. Errors are ignored: this
+     * runs from famask_mask_free, which cannot report them. */
+    cudaFree(d->bounds);
+    for (int i = 0; i < FM_SUMMARY_SLOTS; i++)
+        cudaFree(d->slot[i].summaries);
+    free(d);
+}
+
+/* Grid (ceil(n_blocks / 4), batch_m * heads_m), 128 threads: warp w of CTA x summarises key block 4x + w. */
+__global__ void __launch_bounds__(128) summarise_kernel(const int32_t *__restrict__ bounds, int seq_len_k,
+                                                         int block_k, int n_blocks, fm_block_summary *out)
+{
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int kb = blockIdx.x * 4 + warp;
+    if (kb >= n_blocks)
+        return;
+    const int4 *col = reinterpret_cast<const int4 *>(bounds) + (int64_t)blockIdx.y * seq_len_k;
+    const int c0 = kb * block_k;
+    const int c1 = min(c0 + block_k, seq_len_k);
+    int smin0 = INT32_MAX, smax0 = INT32_MIN, emin0 = INT32_MAX, emax0 = INT32_MIN;
+    int smin1 = INT32_MAX, smax1 = INT32_MIN, emin1 = INT32_MAX, emax1 = INT32_MIN;
+    for (int c = c0 + lane; c < c1; c += 32) {
+        int4 v = __ldg(col + c);
+        smin0 = min(smin0, v.x);
+        smax0 = max(smax0, v.x);
+        emin0 = min(emin0, v.y);
+        emax0 = max(emax0, v.y);
+        smin1 = min(smin1, v.z);
+        smax1 = max(smax1, v.z);
+        emin1 = min(emin1, v.w);
+        emax1 = max(emax1, v.w);
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        smin0 = min(smin0, __shfl_xor_sync(0xffffffffu, smin0, o));
+        smax0 = max(smax0, __shfl_xor_sync(0xffffffffu, smax0, o));
+        emin0 = min(emin0, __shfl_xor_sync(0xffffffffu, emin0, o));
+        emax0 = max(emax0, __shfl_xor_sync(0xffffffffu, emax0, o));
+        smin1 = min(smin1, __shfl_xor_sync(0xffffffffu, smin1, o));
+        smax1 = max(smax1, __shfl_xor_sync(0xffffffffu, smax1, o));
+        emin1 = min(emin1, __shfl_xor_sync(0xffffffffu, emin1, o));
+        emax1 = max(emax1, __shfl_xor_sync(0xffffffffu, emax1, o));
+    }
+    if (lane == 0) {
+        fm_block_summary s;
+        s.smin[0] = smin0;
+        s.smax[0] = smax0;
+        s.emin[0] = emin0;
+        s.emax[0] = emax0;
+        s.smin[1] = smin1;
+        s.smax[1] = smax1;
+        s.emin[1] = emin1;
+        s.emax[1] = emax1;
+        out[(int64_t)blockIdx.y * n_blocks + kb] = s;
+    }
+}
+
+static famask_status summarise(famask_ctx *ctx, const famask_mask *mask, const struct mask_dev *d, int block_k,
+                               fm_block_summary *out, cudaStream_t stream)
+{
+    famask_status st = FAMASK_STATUS_OK;
+    int n_blocks = (mask->seq_len_k + block_k - 1) / block_k;
+    dim3 grid((n_blocks + 3) / 4, mask->batch_m * mask->heads_m);
+    summarise_kernel<<<grid, 128, 0, stream>>>(d->bounds, mask->seq_len_k, block_k, n_blocks, out);
+    FM_CUDA_LAUNCHED(ctx);
+fail:
+    return st;
+}
+
+static famask_status copy_vectors(famask_ctx *ctx, const famask_mask *mask, struct mask_dev *d,
+                                  cudaStream_t stream)
+{
+    famask_status st = FAMASK_STATUS_OK;
+    FM_CUDA(ctx, cudaMemcpyAsync(d->bounds, mask->bounds, (size_t)d->n_columns * 4 * sizeof(int32_t),
+                                 cudaMemcpyHostToDevice, stream));
+fail:
+    return st;
+}
+
+/* The device copy of the vectors, made (or moved to the current device) if needed. */
+static famask_status ensure_vectors(famask_ctx *ctx, famask_mask *mask, cudaStream_t stream,
+                                    struct mask_dev **out)
+{
+    famask_status st = FAMASK_STATUS_OK;
+    struct mask_dev *d = NULL;
+    int device = 0, n_devices = 0;
+
+    *out = NULL;
+    if (cudaGetDeviceCount(&n_devices) != cudaSuccess || n_devices == 0) {
+        (void)cudaGetLastError();
+        return fm_error(ctx, FAMASK_STATUS_NO_DEVICE, "no cuda device is visible; use the cpu device");
+    }
+    FM_CUDA(ctx, cudaGetDevice(&device));
+    if (mask->dev && ((struct mask_dev *)mask->dev)->device != device)
+        fm_mask_drop_device(mask);
+    if (mask->dev) {
+        *out = (struct mask_dev *)mask->dev;
+        return FAMASK_STATUS_OK;
+    }
+    d = (struct mask_dev *)fm_calloc(ctx, 1, sizeof *d);
+    if (!d)
+        return FAMASK_STATUS_NO_MEMORY;
+    d->device = device;
+    d->n_columns = (int64_t)mask->batch_m * mask->heads_m * mask->seq_len_k;
+    FM_CUDA(ctx, cudaMalloc((void **)&d->bounds, (size_t)d->n_columns * 4 * sizeof(int32_t)));
+    if ((st = copy_vectors(ctx, mask, d, stream)) != FAMASK_STATUS_OK)
+        goto fail;
+    mask->dev = d;
+    mask->dev_free = mask_dev_free;
+    *out = d;
+    return FAMASK_STATUS_OK;
+fail:
+    mask_dev_free(d);
+    return st;
+}
+
+/* The summaries for block_k, computed into a free slot (or the oldest one) on first request. */
+static famask_status ensure_summaries(famask_ctx *ctx, const famask_mask *mask, struct mask_dev *d, int block_k,
+                                      cudaStream_t stream, const fm_block_summary **out)
+{
+    famask_status st = FAMASK_STATUS_OK;
+    int n_blocks = (mask->seq_len_k + block_k - 1) / block_k;
+    int i;
+
+    for (i = 0; i < FM_SUMMARY_SLOTS; i++) {
+        if (d->slot[i].block_k == block_k) {
+            *out = d->slot[i].summaries;
+            return FAMASK_STATUS_OK;
+        }
+    }
+    for (i = 0; i < FM_SUMMARY_SLOTS && d->slot[i].block_k != 0; i++)
+        ;
+    if (i == FM_SUMMARY_SLOTS) {
+        i = d->next_evict;
+        d->next_evict = (d->next_evict + 1) % FM_SUMMARY_SLOTS;
+        /* cudaFree waits for the kernels that may still read the evicted summaries. */
+        FM_CUDA(ctx, cudaFree(d->slot[i].summaries));
+        d->slot[i].summaries = NULL;
+        d->slot[i].block_k = 0;
+    }
+    FM_CUDA(ctx, cudaMalloc((void **)&d->slot[i].summaries,
+                            (size_t)mask->batch_m * mask->heads_m * n_blocks * sizeof(fm_block_summary)));
+    if ((st = summarise(ctx, mask, d, block_k, d->slot[i].summaries, stream)) != FAMASK_STATUS_OK) {
+        cudaFree(d->slot[i].summaries);
+        d->slot[i].summaries = NULL;
+        goto fail;
+    }
+    d->slot[i].block_k = block_k;
+    *out = d->slot[i].summaries;
+fail:
+    return st;
+}
+
+extern "C" famask_status fm_cuda_mask_device(famask_ctx *ctx, famask_mask *mask, int block_k, void *stream,
+                                             const int32_t **bounds, const fm_block_summary **summaries)
+{
+    famask_status st;
+    struct mask_dev *d = NULL;
+    cudaStream_t s = (cudaStream_t)stream;
+
+    if (bounds)
+        *bounds = NULL;
+    if (summaries)
+        *summaries = NULL;
+    if (!mask)
+        return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT, "'mask' is NULL");
+    if (summaries && block_k <= 0)
+        return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT, "block size %d is not positive", block_k);
+    if ((st = ensure_vectors(ctx, mask, s, &d)) != FAMASK_STATUS_OK)
+        return st;
+    if (summaries && (st = ensure_summaries(ctx, mask, d, block_k, s, summaries)) != FAMASK_STATUS_OK)
+        return st;
+    if (bounds)
+        *bounds = d->bounds;
+    return FAMASK_STATUS_OK;
+}
+
+extern "C" famask_status famask_mask_upload(famask_ctx *ctx, famask_mask *mask, void *stream)
+{
+    famask_status st = FAMASK_STATUS_OK;
+    struct mask_dev *d = NULL;
+    cudaStream_t s = (cudaStream_t)stream;
+    int fresh;
+
+    if (!mask)
+        return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT, "'mask' is NULL");
+    fresh = mask->dev == NULL;
+    if ((st = ensure_vectors(ctx, mask, s, &d)) != FAMASK_STATUS_OK)
+        return st;
+    if (!fresh) {
+        /* A refresh: copy the vectors again and recompute every cached summary in place. */
+        if ((st = copy_vectors(ctx, mask, d, s)) != FAMASK_STATUS_OK)
+            return st;
+        for (int i = 0; i < FM_SUMMARY_SLOTS; i++) {
+            if (d->slot[i].block_k &&
+                (st = summarise(ctx, mask, d, d->slot[i].block_k, d->slot[i].summaries, s)) != FAMASK_STATUS_OK)
+                return st;
+        }
+    }
+    for (size_t i = 0; i < sizeof upload_block_sizes / sizeof upload_block_sizes[0]; i++) {
+        const fm_block_summary *unused;
+        if ((st = ensure_summaries(ctx, mask, d, upload_block_sizes[i], s, &unused)) != FAMASK_STATUS_OK)
+            return st;
+    }
+    return FAMASK_STATUS_OK;
+}
