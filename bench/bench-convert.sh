@@ -32,7 +32,7 @@ measure() { # name bytes command...
 }
 
 for kind in causal_document sliding; do
-  for dt in u8 bool f32; do
+  for dt in u8 bool f32 u8f; do
     f="$dir/$kind-$dt.npy"
     "$dir/gen" "$kind" "$n" "$dt" "$f"
     measure "$kind $n^2 $dt .npy" "$(stat -c %s "$f")" "$famask" convert "$f" -o "$dir/out.fmask"

@@ -680,6 +680,44 @@ static void test_cli(famask_ctx *ctx)
     CHECK(strstr(msg, "famask: ") == msg &&
               strstr(msg, "column 4 of batch 0 head 0 has 3 masked runs: [0,1) [2,3) [4,5); 1 column in all") != NULL,
           "CLI message: %s", msg);
+    /* gzip through a pipe; --true-means masked; --shape raw; --layout flashmask with its side file */
+    snprintf(cmd, sizeof cmd, "gzip -c '%s' | '%s' convert - -o '%s'", tmp_path("c.npy"), FAMASK_CLI,
+             tmp_path("g.fmask"));
+    if (run("command -v gzip >/dev/null") == 0) {
+        CHECK(run(cmd) == 0, "gzip'ed mask from a pipe: %s", cmd);
+        CHECK_OK(ctx, famask_mask_load(ctx, tmp_path("g.fmask"), 0, &m));
+        CHECK(m && famask_mask_visible(m, 0, 0, 3, 3) && !famask_mask_visible(m, 0, 0, 2, 3), "causal via gzip");
+        famask_mask_free(m);
+        m = NULL;
+    }
+    /* inverted, column 4 of bad.npy is masked at rows 1 and 3 only: two runs, fine */
+    snprintf(cmd, sizeof cmd, "'%s' convert '%s' --true-means masked -o '%s'", FAMASK_CLI, tmp_path("bad.npy"),
+             tmp_path("inv.fmask"));
+    CHECK(run(cmd) == 0, "--true-means masked: %s", cmd);
+    CHECK_OK(ctx, famask_mask_load(ctx, tmp_path("inv.fmask"), 0, &m));
+    CHECK(m && famask_mask_visible(m, 0, 0, 2, 3) && !famask_mask_visible(m, 0, 0, 3, 3) &&
+              famask_mask_visible(m, 0, 0, 0, 4) && !famask_mask_visible(m, 0, 0, 1, 4),
+          "--true-means masked inverts");
+    famask_mask_free(m);
+    m = NULL;
+    snprintf(cmd, sizeof cmd, "tail -c 25 '%s' > '%s' && '%s' convert '%s' --shape 1,1,5,5 --dtype u8 -o '%s'",
+             tmp_path("c.npy"), tmp_path("c.raw"), FAMASK_CLI, tmp_path("c.raw"), tmp_path("raw.fmask"));
+    CHECK(run(cmd) == 0, "raw input: %s", cmd);
+    snprintf(cmd, sizeof cmd, "'%s' convert '%s' --shape 5,6 -o '%s' 2>/dev/null", FAMASK_CLI, tmp_path("c.raw"),
+             tmp_path("raw2.fmask"));
+    CHECK(run(cmd) == 65, "raw input of the wrong size exits 65");
+    snprintf(cmd, sizeof cmd, "'%s' convert '%s' --layout flashmask -o '%s' 2>/dev/null", FAMASK_CLI,
+             tmp_path("c.npy"), tmp_path("fm.npy"));
+    CHECK(run(cmd) == 0, "--layout flashmask");
+    famask_mask *fm = NULL;
+    CHECK_OK(ctx, famask_mask_load_flashmask(ctx, tmp_path("fm.npy"), -1, 0, &fm));
+    CHECK(fm && famask_mask_visible(fm, 0, 0, 3, 3) && !famask_mask_visible(fm, 0, 0, 2, 3),
+          "FlashMask output is causal");
+    famask_mask_free(fm);
+    snprintf(cmd, sizeof cmd, "'%s' convert '%s' --dtype u8 2>/dev/null", FAMASK_CLI, tmp_path("c.npy"));
+    CHECK(run(cmd) == 64, "--dtype without --shape is a usage error");
+    snprintf(cmd, sizeof cmd, "'%s' convert '%s' --array x 2>/dev/null", FAMASK_CLI, tmp_path("c.npy"));
+    CHECK(run(cmd) == 64, "--array on a .npy is a usage error");
     snprintf(cmd, sizeof cmd, "'%s' convert '%s' 2>/dev/null", FAMASK_CLI, tmp_path("absent.npy"));
     CHECK(run(cmd) == 66, "missing input exits 66");
     snprintf(cmd, sizeof cmd, "'%s' convert '%s' --bogus 2>/dev/null", FAMASK_CLI, tmp_path("c.npy"));
