@@ -105,58 +105,98 @@ static bytes deflate_raw(const unsigned char *p, size_t n, int gzip)
     return out;
 }
 
-/* A zip with the given members (each a whole .npy), stored or deflated, as numpy.savez writes. */
+static void put64(bytes *b, uint64_t v)
+{
+    put32(b, (uint32_t)v);
+    put32(b, (uint32_t)(v >> 32));
+}
+
+/* A zip with the given members (each a whole .npy), stored or deflated (deflated & 1), as numpy.savez writes;
+ * deflated & 2 writes the zip64 forms (sizes and offsets in extra fields, the zip64 end records), which a
+ * real archive needs past 4 GiB. */
 static void write_zip(const char *path, int n, const char *const *names, const bytes *members, int deflated)
 {
     bytes z = {0}, cd = {0};
+    int z64 = (deflated & 2) != 0;
+    deflated &= 1;
     for (int k = 0; k < n; k++) {
         uint32_t crc = (uint32_t)crc32(0, members[k].p, (uInt)members[k].n);
         bytes data = deflated ? deflate_raw(members[k].p, members[k].n, 0) : members[k];
-        uint32_t off = (uint32_t)z.n;
+        uint64_t off = z.n;
         size_t nl = strlen(names[k]);
         put32(&z, 0x04034b50);
-        put16(&z, 20);
+        put16(&z, z64 ? 45 : 20);
         put16(&z, 0);
         put16(&z, deflated ? 8 : 0);
         put16(&z, 0);
         put16(&z, 0x21);
         put32(&z, crc);
-        put32(&z, (uint32_t)data.n);
-        put32(&z, (uint32_t)members[k].n);
+        put32(&z, z64 ? 0xffffffffu : (uint32_t)data.n);
+        put32(&z, z64 ? 0xffffffffu : (uint32_t)members[k].n);
         put16(&z, (unsigned)nl);
-        put16(&z, 0);
+        put16(&z, z64 ? 20 : 0);
         put(&z, names[k], nl);
+        if (z64) {
+            put16(&z, 1);
+            put16(&z, 16);
+            put64(&z, members[k].n);
+            put64(&z, data.n);
+        }
         put(&z, data.p, data.n);
         put32(&cd, 0x02014b50);
-        put16(&cd, 20);
-        put16(&cd, 20);
+        put16(&cd, z64 ? 45 : 20);
+        put16(&cd, z64 ? 45 : 20);
         put16(&cd, 0);
         put16(&cd, deflated ? 8 : 0);
         put16(&cd, 0);
         put16(&cd, 0x21);
         put32(&cd, crc);
-        put32(&cd, (uint32_t)data.n);
-        put32(&cd, (uint32_t)members[k].n);
+        put32(&cd, z64 ? 0xffffffffu : (uint32_t)data.n);
+        put32(&cd, z64 ? 0xffffffffu : (uint32_t)members[k].n);
         put16(&cd, (unsigned)nl);
-        put16(&cd, 0);
+        put16(&cd, z64 ? 28 : 0);
         put16(&cd, 0);
         put16(&cd, 0);
         put16(&cd, 0);
         put32(&cd, 0);
-        put32(&cd, off);
+        put32(&cd, z64 ? 0xffffffffu : (uint32_t)off);
         put(&cd, names[k], nl);
+        if (z64) {
+            put16(&cd, 1);
+            put16(&cd, 24);
+            put64(&cd, members[k].n);
+            put64(&cd, data.n);
+            put64(&cd, off);
+        }
         if (deflated)
             free(data.p);
     }
-    uint32_t cd_off = (uint32_t)z.n;
+    uint64_t cd_off = z.n;
     put(&z, cd.p, cd.n);
+    if (z64) {
+        uint64_t rec = z.n;
+        put32(&z, 0x06064b50);
+        put64(&z, 44);
+        put16(&z, 45);
+        put16(&z, 45);
+        put32(&z, 0);
+        put32(&z, 0);
+        put64(&z, (uint64_t)n);
+        put64(&z, (uint64_t)n);
+        put64(&z, cd.n);
+        put64(&z, cd_off);
+        put32(&z, 0x07064b50);
+        put32(&z, 0);
+        put64(&z, rec);
+        put32(&z, 1);
+    }
     put32(&z, 0x06054b50);
     put16(&z, 0);
     put16(&z, 0);
-    put16(&z, (unsigned)n);
-    put16(&z, (unsigned)n);
-    put32(&z, (uint32_t)cd.n);
-    put32(&z, cd_off);
+    put16(&z, z64 ? 0xffff : (unsigned)n);
+    put16(&z, z64 ? 0xffff : (unsigned)n);
+    put32(&z, z64 ? 0xffffffffu : (uint32_t)cd.n);
+    put32(&z, z64 ? 0xffffffffu : (uint32_t)cd_off);
     put16(&z, 0);
     write_file(path, z.p, z.n);
     free(z.p);
@@ -217,9 +257,9 @@ static void random_column(int32_t v[4], int nq)
     }
 }
 
-enum { C_MEMORY, C_PUSH, C_PUSH_F, C_NPY, C_NPY_F, C_NPY_BE, C_NPZ, C_NPZ_DEFLATE, C_NPY_GZ, C_RAW, C_RAW_GZ, C_COUNT };
+enum { C_MEMORY, C_PUSH, C_PUSH_F, C_NPY, C_NPY_F, C_NPY_BE, C_NPZ, C_NPZ_DEFLATE, C_NPZ64, C_NPY_GZ, C_RAW, C_RAW_GZ, C_COUNT };
 static const char *container_names[] = {"memory", "push", "push-fortran", "npy",    "npy-fortran", "npy-big-endian",
-                                        "npz",    "npz-deflated", "npy.gz", "raw",         "raw.gz"};
+                                        "npz",    "npz-deflated", "npz-zip64", "npy.gz", "raw",         "raw.gz"};
 
 /* Converts the dense form (C-order bytes of dtype dt, shape ndim/shape) through container c. */
 static famask_status convert_via(famask_ctx *ctx, int c, famask_dtype dt, int ndim, const int64_t *shape,
@@ -266,6 +306,7 @@ static famask_status convert_via(famask_ctx *ctx, int c, famask_dtype dt, int nd
     case C_NPY_GZ:
     case C_NPZ:
     case C_NPZ_DEFLATE:
+    case C_NPZ64:
         npy_header(&b, descr_of(dt, 0), 0, ndim, shape);
         put(&b, data, n);
         break;
@@ -334,9 +375,9 @@ static famask_status convert_via(famask_ctx *ctx, int c, famask_dtype dt, int nd
         bytes g = deflate_raw(b.p, b.n, 1);
         write_file(path, g.p, g.n);
         free(g.p);
-    } else if (c == C_NPZ || c == C_NPZ_DEFLATE) {
+    } else if (c == C_NPZ || c == C_NPZ_DEFLATE || c == C_NPZ64) {
         const char *names[] = {"mask.npy"};
-        write_zip(path, 1, names, &b, c == C_NPZ_DEFLATE);
+        write_zip(path, 1, names, &b, c == C_NPZ_DEFLATE ? 1 : c == C_NPZ64 ? 2 | (int)(tl_rand() & 1) : 0);
     } else {
         write_file(path, b.p, b.n);
     }
@@ -365,7 +406,7 @@ static unsigned char *dense_of(famask_ctx *ctx, const famask_mask *m, famask_dty
 static void test_random_round_trips(famask_ctx *ctx)
 {
     int fails = 0;
-    for (int rep = 0; rep < 330; rep++) {
+    for (int rep = 0; rep < 360; rep++) {
         int ndim = tl_rand_int(2, 4);
         int nb = ndim >= 3 ? tl_rand_int(1, 3) : 1, nh = ndim == 4 ? tl_rand_int(1, 3) : 1;
         int nq = tl_rand_int(1, 60), nk = tl_rand_int(1, 60);
