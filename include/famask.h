@@ -247,7 +247,10 @@ famask_status famask_mask_save(famask_ctx *ctx, const famask_mask *mask, const c
 famask_status famask_mask_load(famask_ctx *ctx, const char *path, int seq_len_q, famask_mask **out);
 
 /* FlashMask's startend_row_indices: int32 [batch_m, heads_m, seq_len_k, n_vectors] with n_vectors 1, 2 or 4,
- * plus a causal flag. save_flashmask chooses the fewest vectors that represent the mask and reports them. */
+ * plus a causal flag. save_flashmask chooses the fewest vectors that represent the mask and reports them
+ * (n_vectors and causal may be NULL); it also writes the flag beside the array, in PATH.json
+ * ({"causal": true, "n_vectors": 1, "seq_len_q": ..., ...}). load_flashmask takes causal 0 or 1, or -1 to read
+ * it (and seq_len_q, when seq_len_q <= 0) from PATH.json; seq_len_q <= 0 otherwise means seq_len_k. */
 famask_status famask_mask_save_flashmask(famask_ctx *ctx, const famask_mask *mask, const char *path,
                                          int *n_vectors, int *causal);
 famask_status famask_mask_load_flashmask(famask_ctx *ctx, const char *path, int causal, int seq_len_q,

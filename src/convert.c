@@ -13,8 +13,10 @@
  * previous row, and the result.
  *
  * Fortran-order input (the reader's private path) holds the dense array column by column: element (b, h, i, j)
- * comes after every element of columns < j. There the state is kept per (batch, head) instead of per column
- * and each key column is finished as soon as its last row has been seen, so no transposition is needed.
+ * comes after every element of columns < j, and within a key column the B * H values of query row i follow
+ * those of row i - 1. So the same machinery runs with "rows" of B * H elements and one plane per key column:
+ * each element is compared with the one B * H elements earlier, state is kept per (batch, head), and each key
+ * column is finished as soon as its last row has gone by. No transposition, no extra memory.
  */
 #include "io.h"
 
@@ -32,10 +34,10 @@ struct famask_converter {
     int ndim;
     int nb, nh, nq, nk;
     int fortran;
-    int64_t done, total; /* rows (C order) or elements (Fortran order) */
-    int nslots;
-    int32_t *cnt, *tr; /* per slot: transitions seen, and the first KEEP of them */
-    unsigned char *prev; /* the previous row (C order) */
+    int64_t done, total; /* rows pushed and expected (see "rows of a plane" below) */
+    int64_t row_len;     /* slots a row: seq_len_k in C order, batch * n_head in Fortran order */
+    int32_t *cnt, *tr;   /* per slot: transitions seen, and the first KEEP of them */
+    unsigned char *prev; /* the last row of the previous push */
     famask_mask *mask;   /* [nb, nh, nk, 4], filled slice by slice */
     int64_t n_bad;       /* columns with more than two runs */
     int bad_b, bad_h, bad_j, bad_cnt;
@@ -182,35 +184,70 @@ static void finish_column(famask_converter *c, int64_t slot, int b, int h, int j
     memcpy(fm_mask_column(c->mask, b, h, j), v, sizeof v);
 }
 
-/* ---- C order: rows -------------------------------------------------------------------------------------- */
+/* ---- rows of a plane -------------------------------------------------------------------------------------
+ *
+ * Both orders are planes of seq_len_q rows of row_len slots: in C order a plane is a (batch, head) slice and a
+ * slot is a key column; in Fortran order a plane is a key column and a slot is a (batch, head). A slot flips
+ * where its element differs from the one a row earlier, row_len elements back in the stream.
+ */
 
-static famask_status first_row(famask_ctx *ctx, famask_converter *c, const unsigned char *r, int b, int h)
+/* Batch, head and key column of slot s in plane p. */
+static inline void locate(const famask_converter *c, int64_t p, int64_t s, int *b, int *h, int *j)
+{
+    if (c->fortran) {
+        *b = (int)(s % c->nb);
+        *h = (int)(s / c->nb);
+        *j = (int)p;
+    } else {
+        *b = (int)(p / c->nh);
+        *h = (int)(p % c->nh);
+        *j = (int)s;
+    }
+}
+
+static famask_status bad_at(famask_ctx *ctx, famask_converter *c, int64_t plane, int64_t slot, int i,
+                            const unsigned char *x)
+{
+    int b, h, j;
+    locate(c, plane, slot, &b, &h, &j);
+    return bad_value(ctx, c, b, h, i, j, x);
+}
+
+/* Row 0 of a plane: every element is classified (the state before it is "visible"). */
+static famask_status first_row(famask_ctx *ctx, famask_converter *c, const unsigned char *r, int64_t plane)
 {
     int es = c->es;
-    for (int j = 0; j < c->nk; j++) {
-        int m = classify(c, r + (size_t)j * es);
+    for (int64_t s = 0; s < c->row_len; s++) {
+        int m = classify(c, r + s * es);
         if (m < 0)
-            return bad_value(ctx, c, b, h, 0, j, r + (size_t)j * es);
+            return bad_at(ctx, c, plane, s, 0, r + s * es);
         if (m)
-            record(c, j, 0);
+            record(c, s, 0);
     }
     return FAMASK_STATUS_OK;
 }
 
-/* Elements [e0, e1) of row i whose bytes differ from the previous row. */
+/* Elements [e0, e1) of a run of rows starting at row i0 (element e is slot e % row_len of row i0 + e / row_len),
+ * whose bytes differ from the element a row earlier (at p). */
 static famask_status diff_elements(famask_ctx *ctx, famask_converter *c, const unsigned char *r,
-                                   const unsigned char *p, int64_t e0, int64_t e1, int b, int h, int i)
+                                   const unsigned char *p, int64_t e0, int64_t e1, int64_t plane, int i0)
 {
     int es = c->es;
+    int64_t slot = e0 % c->row_len;
+    int i = i0 + (int)(e0 / c->row_len);
     for (int64_t e = e0; e < e1; e++) {
         const unsigned char *x = r + e * es;
-        if (memcmp(x, p + e * es, (size_t)es) == 0)
-            continue;
-        int m = classify(c, x);
-        if (m < 0)
-            return bad_value(ctx, c, b, h, i, (int)e, x);
-        if (m != (c->cnt[e] & 1))
-            record(c, e, i);
+        if (memcmp(x, p + e * es, (size_t)es) != 0) {
+            int m = classify(c, x);
+            if (m < 0)
+                return bad_at(ctx, c, plane, slot, i, x);
+            if (m != (c->cnt[slot] & 1))
+                record(c, slot, i);
+        }
+        if (++slot == c->row_len) {
+            slot = 0;
+            i++;
+        }
     }
     return FAMASK_STATUS_OK;
 }
@@ -222,21 +259,58 @@ static inline uint64_t load64(const unsigned char *p)
     return v;
 }
 
-static famask_status next_row(famask_ctx *ctx, famask_converter *c, const unsigned char *r, const unsigned char *p,
-                              int b, int h, int i)
+/* n_rows rows at r, rows i0.. of a plane, against the rows one earlier at p (p = r - row bytes when the rows
+ * are contiguous): compared 32 bytes at a time, differing blocks looked at element by element. */
+static famask_status diff_rows(famask_ctx *ctx, famask_converter *c, const unsigned char *r, const unsigned char *p,
+                               int64_t n_rows, int64_t plane, int i0)
 {
-    size_t nbytes = (size_t)c->nk * c->es, w = 0;
     int es = c->es;
+    size_t nbytes = (size_t)n_rows * c->row_len * es, w = 0;
     famask_status st;
     for (; w + 32 <= nbytes; w += 32) {
         uint64_t d = (load64(r + w) ^ load64(p + w)) | (load64(r + w + 8) ^ load64(p + w + 8)) |
                      (load64(r + w + 16) ^ load64(p + w + 16)) | (load64(r + w + 24) ^ load64(p + w + 24));
-        if (d && (st = diff_elements(ctx, c, r, p, (int64_t)(w / es), (int64_t)((w + 32) / es), b, h, i)))
+        if (d && (st = diff_elements(ctx, c, r, p, (int64_t)(w / es), (int64_t)((w + 32) / es), plane, i0)))
             return st;
     }
     if (w < nbytes && memcmp(r + w, p + w, nbytes - w) != 0 &&
-        (st = diff_elements(ctx, c, r, p, (int64_t)(w / es), c->nk, b, h, i)))
+        (st = diff_elements(ctx, c, r, p, (int64_t)(w / es), (int64_t)(nbytes / es), plane, i0)))
         return st;
+    return FAMASK_STATUS_OK;
+}
+
+static void finish_plane(famask_converter *c, int64_t plane)
+{
+    for (int64_t s = 0; s < c->row_len; s++) {
+        int b, h, j;
+        locate(c, plane, s, &b, &h, &j);
+        finish_column(c, s, b, h, j);
+    }
+    memset(c->cnt, 0, (size_t)c->row_len * sizeof *c->cnt);
+}
+
+static famask_status push_rows(famask_ctx *ctx, famask_converter *c, const unsigned char *data, int64_t n_rows)
+{
+    size_t rb = (size_t)c->row_len * c->es;
+    famask_status st;
+    for (int64_t r = 0; r < n_rows;) {
+        int64_t plane = c->done / c->nq;
+        int i0 = (int)(c->done % c->nq);
+        int64_t seg = n_rows - r < c->nq - i0 ? n_rows - r : c->nq - i0; /* rows of this plane here */
+        const unsigned char *base = data + r * rb;
+        if (i0 == 0)
+            st = first_row(ctx, c, base, plane);
+        else
+            st = diff_rows(ctx, c, base, r > 0 ? base - rb : c->prev, 1, plane, i0);
+        if (st || (seg > 1 && (st = diff_rows(ctx, c, base + rb, base, seg - 1, plane, i0 + 1))))
+            return st;
+        c->done += seg;
+        r += seg;
+        if (c->done % c->nq == 0)
+            finish_plane(c, plane);
+    }
+    if (n_rows > 0 && c->done % c->nq != 0)
+        memcpy(c->prev, data + (n_rows - 1) * rb, rb);
     return FAMASK_STATUS_OK;
 }
 
@@ -247,65 +321,22 @@ famask_status famask_converter_push(famask_ctx *ctx, famask_converter *c, const 
     if (c->st)
         return fm_error(ctx, c->st, "%s", c->msg);
     if (c->fortran)
-        return fail(ctx, c, FAMASK_STATUS_INVALID_ARGUMENT, "this converter takes Fortran-order elements");
+        return fail(ctx, c, FAMASK_STATUS_INVALID_ARGUMENT, "this converter takes Fortran-order data");
     if (n_rows < 0 || (n_rows > 0 && !rows) || n_rows > c->total - c->done)
         return fail(ctx, c, FAMASK_STATUS_INVALID_ARGUMENT,
                     "%lld rows pushed, but the dense mask has %lld rows and %lld are done", (long long)n_rows,
                     (long long)c->total, (long long)c->done);
-    const unsigned char *r = rows;
-    size_t row_bytes = (size_t)c->nk * c->es;
-    famask_status st;
-    for (int64_t k = 0; k < n_rows; k++, r += row_bytes) {
-        int64_t slice = c->done / c->nq;
-        int i = (int)(c->done % c->nq), b = (int)(slice / c->nh), h = (int)(slice % c->nh);
-        if (i == 0)
-            st = first_row(ctx, c, r, b, h);
-        else
-            st = next_row(ctx, c, r, k > 0 ? r - row_bytes : c->prev, b, h, i);
-        if (st)
-            return st;
-        c->done++;
-        if (i == c->nq - 1) {
-            for (int j = 0; j < c->nk; j++)
-                finish_column(c, j, b, h, j);
-            memset(c->cnt, 0, (size_t)c->nk * sizeof *c->cnt);
-        }
-    }
-    if (n_rows > 0 && c->done % c->nq != 0)
-        memcpy(c->prev, r - row_bytes, row_bytes);
-    return FAMASK_STATUS_OK;
+    return push_rows(ctx, c, rows, n_rows);
 }
-
-/* ---- Fortran order: elements ---------------------------------------------------------------------------- */
 
 famask_status fm_converter_push_fortran(famask_ctx *ctx, famask_converter *c, const void *data, int64_t n)
 {
     if (c->st)
         return fm_error(ctx, c->st, "%s", c->msg);
-    if (n > c->total - c->done)
-        return fail(ctx, c, FAMASK_STATUS_INVALID_ARGUMENT, "too many elements pushed");
-    const unsigned char *p = data;
-    int64_t bh = (int64_t)c->nb * c->nh;
-    int64_t slot = c->done % bh, i = c->done / bh % c->nq, j = c->done / bh / c->nq;
-    for (int64_t k = 0; k < n; k++, p += c->es) {
-        int m = classify(c, p);
-        if (m < 0)
-            return bad_value(ctx, c, (int)(slot % c->nb), (int)(slot / c->nb), (int)i, (int)j, p);
-        if (m != (c->cnt[slot] & 1))
-            record(c, slot, (int)i);
-        if (++slot == bh) {
-            slot = 0;
-            if (++i == c->nq) {
-                for (int64_t s = 0; s < bh; s++)
-                    finish_column(c, s, (int)(s % c->nb), (int)(s / c->nb), (int)j);
-                memset(c->cnt, 0, (size_t)bh * sizeof *c->cnt);
-                i = 0;
-                j++;
-            }
-        }
-    }
-    c->done += n;
-    return FAMASK_STATUS_OK;
+    if (!c->fortran || n < 0 || n % c->row_len != 0 || n / c->row_len > c->total - c->done)
+        return fail(ctx, c, FAMASK_STATUS_INTERNAL, "Fortran-order push of %lld elements does not fit",
+                    (long long)n);
+    return push_rows(ctx, c, data, n / c->row_len);
 }
 
 /* ---- life cycle ----------------------------------------------------------------------------------------- */
@@ -346,17 +377,17 @@ famask_status fm_converter_create(famask_ctx *ctx, famask_dtype dtype, int ndim,
     c->nq = (int)q;
     c->nk = (int)k;
     c->fortran = fortran;
-    c->total = fortran ? b * h * q * k : b * h * q;
-    c->nslots = fortran ? (int)(b * h) : (int)k;
+    c->total = fortran ? q * k : b * h * q; /* rows */
+    c->row_len = fortran ? b * h : k;
     famask_status st = fm_mask_alloc(ctx, c->nb, c->nh, c->nq, c->nk, &c->mask);
     if (st) {
         free(c);
         return st == FAMASK_STATUS_INVALID_ARGUMENT ? FAMASK_STATUS_BAD_DATA : st;
     }
-    c->cnt = fm_calloc(ctx, (size_t)c->nslots, sizeof *c->cnt);
-    c->tr = fm_malloc(ctx, (size_t)c->nslots * KEEP * sizeof *c->tr);
-    c->prev = fortran ? NULL : fm_malloc(ctx, (size_t)k * es);
-    if (!c->cnt || !c->tr || (!fortran && !c->prev)) {
+    c->cnt = fm_calloc(ctx, (size_t)c->row_len, sizeof *c->cnt);
+    c->tr = fm_malloc(ctx, (size_t)c->row_len * KEEP * sizeof *c->tr);
+    c->prev = fm_malloc(ctx, (size_t)c->row_len * es);
+    if (!c->cnt || !c->tr || !c->prev) {
         famask_converter_free(c);
         return FAMASK_STATUS_NO_MEMORY;
     }
@@ -371,6 +402,7 @@ famask_status famask_converter_create(famask_ctx *ctx, famask_dtype dtype, int n
 }
 
 int64_t fm_converter_total(const famask_converter *c) { return c->total; }
+int64_t fm_converter_row_len(const famask_converter *c) { return c->row_len; }
 
 famask_status famask_converter_finish(famask_ctx *ctx, famask_converter *c, famask_mask **out)
 {
@@ -383,7 +415,7 @@ famask_status famask_converter_finish(famask_ctx *ctx, famask_converter *c, fama
         return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT, "the converter has already finished");
     if (c->done != c->total)
         return fail(ctx, c, FAMASK_STATUS_INVALID_ARGUMENT, "the converter got %lld of %lld %s", (long long)c->done,
-                    (long long)c->total, c->fortran ? "elements" : "rows");
+                    (long long)c->total, "rows");
     if (c->n_bad) {
         char runs[512] = "";
         size_t len = 0;

@@ -367,7 +367,7 @@ famask_status famask_mask_convert_file(famask_ctx *ctx, const char *path, const 
         goto fail;
     }
     int es = h.elem_size;
-    size_t unit = fortran ? (size_t)es : (size_t)h.shape[h.ndim - 1] * es; /* bytes of one push unit */
+    size_t unit = (size_t)fm_converter_row_len(conv) * es; /* bytes of one row (see io.h for Fortran order) */
     size_t per = CHUNK_BYTES / unit ? CHUNK_BYTES / unit : 1;
     int64_t total = fm_converter_total(conv), done = 0, total_bytes = h.count * es;
     if (!(chunk = fm_malloc(ctx, per * unit))) {
@@ -387,7 +387,8 @@ famask_status famask_mask_convert_file(famask_ctx *ctx, const char *path, const 
         }
         if (h.big_endian)
             fm_swap_bytes(chunk, (int64_t)bytes / es, es);
-        st = fortran ? fm_converter_push_fortran(ctx, conv, chunk, n) : famask_converter_push(ctx, conv, chunk, n);
+        st = fortran ? fm_converter_push_fortran(ctx, conv, chunk, n * fm_converter_row_len(conv))
+                     : famask_converter_push(ctx, conv, chunk, n);
         if (st)
             goto fail;
         done += n;

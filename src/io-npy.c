@@ -138,7 +138,7 @@ static int lit_int(lit *l, int64_t *v)
 
 static famask_status parse_descr(famask_ctx *ctx, const char *name, const char *d, fm_npy_header *h)
 {
-    snprintf(h->descr, sizeof h->descr, "%s", d);
+    snprintf(h->descr, sizeof h->descr, "%.15s", d);
     if (strlen(d) < 3 || !strchr("<>|=", d[0]) || !strchr("biuf", d[1]))
         goto bad;
     char *end = NULL;

@@ -101,11 +101,13 @@ void fm_swap_bytes(void *data, int64_t n, int es);
 /* ---- the dense converter's private side (convert.c) ----------------------------------------------------- */
 
 /* famask_converter_create, or (fortran != 0) a converter that takes the elements in Fortran order through
- * fm_converter_push_fortran, any number at a time. */
+ * fm_converter_push_fortran, a multiple of fm_converter_row_len at a time. */
 famask_status fm_converter_create(famask_ctx *ctx, famask_dtype dtype, int ndim, const int64_t *shape,
                                   unsigned flags, int fortran, famask_converter **out);
 famask_status fm_converter_push_fortran(famask_ctx *ctx, famask_converter *conv, const void *data, int64_t n);
-/* Rows (C order) or elements (Fortran order) the converter expects in all. */
+/* Rows the converter expects in all, and elements a row: seq_len_k in C order, batch * n_head in Fortran order
+ * (there a "row" is one query row of one key column across every batch row and head). */
 int64_t fm_converter_total(const famask_converter *conv);
+int64_t fm_converter_row_len(const famask_converter *conv);
 
 #endif /* FAMASK_IO_H */

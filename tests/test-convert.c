@@ -9,6 +9,9 @@
  */
 #include "testlib.h"
 
+#include "io.h" /* fm_converter_create and fm_converter_push_fortran: Fortran order in random pieces */
+
+#include <dirent.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,58 +105,98 @@ static bytes deflate_raw(const unsigned char *p, size_t n, int gzip)
     return out;
 }
 
-/* A zip with the given members (each a whole .npy), stored or deflated, as numpy.savez writes. */
+static void put64(bytes *b, uint64_t v)
+{
+    put32(b, (uint32_t)v);
+    put32(b, (uint32_t)(v >> 32));
+}
+
+/* A zip with the given members (each a whole .npy), stored or deflated (deflated & 1), as numpy.savez writes;
+ * deflated & 2 writes the zip64 forms (sizes and offsets in extra fields, the zip64 end records), which a
+ * real archive needs past 4 GiB. */
 static void write_zip(const char *path, int n, const char *const *names, const bytes *members, int deflated)
 {
     bytes z = {0}, cd = {0};
+    int z64 = (deflated & 2) != 0;
+    deflated &= 1;
     for (int k = 0; k < n; k++) {
         uint32_t crc = (uint32_t)crc32(0, members[k].p, (uInt)members[k].n);
         bytes data = deflated ? deflate_raw(members[k].p, members[k].n, 0) : members[k];
-        uint32_t off = (uint32_t)z.n;
+        uint64_t off = z.n;
         size_t nl = strlen(names[k]);
         put32(&z, 0x04034b50);
-        put16(&z, 20);
+        put16(&z, z64 ? 45 : 20);
         put16(&z, 0);
         put16(&z, deflated ? 8 : 0);
         put16(&z, 0);
         put16(&z, 0x21);
         put32(&z, crc);
-        put32(&z, (uint32_t)data.n);
-        put32(&z, (uint32_t)members[k].n);
+        put32(&z, z64 ? 0xffffffffu : (uint32_t)data.n);
+        put32(&z, z64 ? 0xffffffffu : (uint32_t)members[k].n);
         put16(&z, (unsigned)nl);
-        put16(&z, 0);
+        put16(&z, z64 ? 20 : 0);
         put(&z, names[k], nl);
+        if (z64) {
+            put16(&z, 1);
+            put16(&z, 16);
+            put64(&z, members[k].n);
+            put64(&z, data.n);
+        }
         put(&z, data.p, data.n);
         put32(&cd, 0x02014b50);
-        put16(&cd, 20);
-        put16(&cd, 20);
+        put16(&cd, z64 ? 45 : 20);
+        put16(&cd, z64 ? 45 : 20);
         put16(&cd, 0);
         put16(&cd, deflated ? 8 : 0);
         put16(&cd, 0);
         put16(&cd, 0x21);
         put32(&cd, crc);
-        put32(&cd, (uint32_t)data.n);
-        put32(&cd, (uint32_t)members[k].n);
+        put32(&cd, z64 ? 0xffffffffu : (uint32_t)data.n);
+        put32(&cd, z64 ? 0xffffffffu : (uint32_t)members[k].n);
         put16(&cd, (unsigned)nl);
-        put16(&cd, 0);
+        put16(&cd, z64 ? 28 : 0);
         put16(&cd, 0);
         put16(&cd, 0);
         put16(&cd, 0);
         put32(&cd, 0);
-        put32(&cd, off);
+        put32(&cd, z64 ? 0xffffffffu : (uint32_t)off);
         put(&cd, names[k], nl);
+        if (z64) {
+            put16(&cd, 1);
+            put16(&cd, 24);
+            put64(&cd, members[k].n);
+            put64(&cd, data.n);
+            put64(&cd, off);
+        }
         if (deflated)
             free(data.p);
     }
-    uint32_t cd_off = (uint32_t)z.n;
+    uint64_t cd_off = z.n;
     put(&z, cd.p, cd.n);
+    if (z64) {
+        uint64_t rec = z.n;
+        put32(&z, 0x06064b50);
+        put64(&z, 44);
+        put16(&z, 45);
+        put16(&z, 45);
+        put32(&z, 0);
+        put32(&z, 0);
+        put64(&z, (uint64_t)n);
+        put64(&z, (uint64_t)n);
+        put64(&z, cd.n);
+        put64(&z, cd_off);
+        put32(&z, 0x07064b50);
+        put32(&z, 0);
+        put64(&z, rec);
+        put32(&z, 1);
+    }
     put32(&z, 0x06054b50);
     put16(&z, 0);
     put16(&z, 0);
-    put16(&z, (unsigned)n);
-    put16(&z, (unsigned)n);
-    put32(&z, (uint32_t)cd.n);
-    put32(&z, cd_off);
+    put16(&z, z64 ? 0xffff : (unsigned)n);
+    put16(&z, z64 ? 0xffff : (unsigned)n);
+    put32(&z, z64 ? 0xffffffffu : (uint32_t)cd.n);
+    put32(&z, z64 ? 0xffffffffu : (uint32_t)cd_off);
     put16(&z, 0);
     write_file(path, z.p, z.n);
     free(z.p);
@@ -214,9 +257,9 @@ static void random_column(int32_t v[4], int nq)
     }
 }
 
-enum { C_MEMORY, C_PUSH, C_NPY, C_NPY_F, C_NPY_BE, C_NPZ, C_NPZ_DEFLATE, C_NPY_GZ, C_RAW, C_RAW_GZ, C_COUNT };
-static const char *container_names[] = {"memory", "push",          "npy",    "npy-fortran", "npy-big-endian",
-                                        "npz",    "npz-deflated", "npy.gz", "raw",         "raw.gz"};
+enum { C_MEMORY, C_PUSH, C_PUSH_F, C_NPY, C_NPY_F, C_NPY_BE, C_NPZ, C_NPZ_DEFLATE, C_NPZ64, C_NPY_GZ, C_RAW, C_RAW_GZ, C_COUNT };
+static const char *container_names[] = {"memory", "push", "push-fortran", "npy",    "npy-fortran", "npy-big-endian",
+                                        "npz",    "npz-deflated", "npz-zip64", "npy.gz", "raw",         "raw.gz"};
 
 /* Converts the dense form (C-order bytes of dtype dt, shape ndim/shape) through container c. */
 static famask_status convert_via(famask_ctx *ctx, int c, famask_dtype dt, int ndim, const int64_t *shape,
@@ -263,6 +306,7 @@ static famask_status convert_via(famask_ctx *ctx, int c, famask_dtype dt, int nd
     case C_NPY_GZ:
     case C_NPZ:
     case C_NPZ_DEFLATE:
+    case C_NPZ64:
         npy_header(&b, descr_of(dt, 0), 0, ndim, shape);
         put(&b, data, n);
         break;
@@ -278,8 +322,10 @@ static famask_status convert_via(famask_ctx *ctx, int c, famask_dtype dt, int nd
             }
         break;
     }
+    case C_PUSH_F:
     case C_NPY_F: {
-        npy_header(&b, descr_of(dt, 0), 1, ndim, shape);
+        if (c == C_NPY_F)
+            npy_header(&b, descr_of(dt, 0), 1, ndim, shape);
         size_t at = b.n;
         put(&b, data, n);
         /* element with C index (x0..x3) goes to Fortran offset x0 + s0 (x1 + s1 (...)) */
@@ -308,13 +354,30 @@ static famask_status convert_via(famask_ctx *ctx, int c, famask_dtype dt, int nd
         memcpy(o.raw_shape, shape, (size_t)ndim * sizeof *shape);
         break;
     }
+    if (c == C_PUSH_F) { /* the Fortran-order bytes in pieces of random whole "rows" (batch * n_head elements) */
+        famask_converter *conv = NULL;
+        st = fm_converter_create(ctx, dt, ndim, shape, flags, 1, &conv);
+        int64_t rows = st ? 0 : fm_converter_total(conv), len = st ? 0 : fm_converter_row_len(conv), done = 0;
+        while (!st && done < rows) {
+            int64_t k = tl_rand_int(0, 9);
+            if (k > rows - done)
+                k = rows - done;
+            st = fm_converter_push_fortran(ctx, conv, b.p + done * len * (int64_t)es, k * len);
+            done += k;
+        }
+        if (!st)
+            st = famask_converter_finish(ctx, conv, out);
+        famask_converter_free(conv);
+        free(b.p);
+        return st;
+    }
     if (c == C_NPY_GZ || c == C_RAW_GZ) {
         bytes g = deflate_raw(b.p, b.n, 1);
         write_file(path, g.p, g.n);
         free(g.p);
-    } else if (c == C_NPZ || c == C_NPZ_DEFLATE) {
+    } else if (c == C_NPZ || c == C_NPZ_DEFLATE || c == C_NPZ64) {
         const char *names[] = {"mask.npy"};
-        write_zip(path, 1, names, &b, c == C_NPZ_DEFLATE);
+        write_zip(path, 1, names, &b, c == C_NPZ_DEFLATE ? 1 : c == C_NPZ64 ? 2 | (int)(tl_rand() & 1) : 0);
     } else {
         write_file(path, b.p, b.n);
     }
@@ -343,7 +406,7 @@ static unsigned char *dense_of(famask_ctx *ctx, const famask_mask *m, famask_dty
 static void test_random_round_trips(famask_ctx *ctx)
 {
     int fails = 0;
-    for (int rep = 0; rep < 300; rep++) {
+    for (int rep = 0; rep < 360; rep++) {
         int ndim = tl_rand_int(2, 4);
         int nb = ndim >= 3 ? tl_rand_int(1, 3) : 1, nh = ndim == 4 ? tl_rand_int(1, 3) : 1;
         int nq = tl_rand_int(1, 60), nk = tl_rand_int(1, 60);
@@ -351,7 +414,7 @@ static void test_random_round_trips(famask_ctx *ctx)
             nk = tl_rand_int(1, 3); /* rows shorter than a compared word */
         famask_dtype dt = (famask_dtype)(rep % 10);
         int c = (rep / 10) % C_COUNT, nz_masked = tl_rand_int(0, 1);
-        if (dt == FAMASK_DTYPE_BF16 && c != C_MEMORY && c != C_PUSH && c != C_RAW && c != C_RAW_GZ)
+        if (dt == FAMASK_DTYPE_BF16 && c != C_MEMORY && c != C_PUSH && c != C_PUSH_F && c != C_RAW && c != C_RAW_GZ)
             c = C_RAW; /* numpy has no bf16 */
         int32_t *raw = malloc((size_t)nb * nh * nk * 4 * sizeof *raw);
         for (int k = 0; k < nb * nh * nk; k++)
@@ -658,6 +721,44 @@ static void test_cli(famask_ctx *ctx)
     CHECK(strstr(msg, "famask: ") == msg &&
               strstr(msg, "column 4 of batch 0 head 0 has 3 masked runs: [0,1) [2,3) [4,5); 1 column in all") != NULL,
           "CLI message: %s", msg);
+    /* gzip through a pipe; --true-means masked; --shape raw; --layout flashmask with its side file */
+    snprintf(cmd, sizeof cmd, "gzip -c '%s' | '%s' convert - -o '%s'", tmp_path("c.npy"), FAMASK_CLI,
+             tmp_path("g.fmask"));
+    if (run("command -v gzip >/dev/null") == 0) {
+        CHECK(run(cmd) == 0, "gzip'ed mask from a pipe: %s", cmd);
+        CHECK_OK(ctx, famask_mask_load(ctx, tmp_path("g.fmask"), 0, &m));
+        CHECK(m && famask_mask_visible(m, 0, 0, 3, 3) && !famask_mask_visible(m, 0, 0, 2, 3), "causal via gzip");
+        famask_mask_free(m);
+        m = NULL;
+    }
+    /* inverted, column 4 of bad.npy is masked at rows 1 and 3 only: two runs, fine */
+    snprintf(cmd, sizeof cmd, "'%s' convert '%s' --true-means masked -o '%s'", FAMASK_CLI, tmp_path("bad.npy"),
+             tmp_path("inv.fmask"));
+    CHECK(run(cmd) == 0, "--true-means masked: %s", cmd);
+    CHECK_OK(ctx, famask_mask_load(ctx, tmp_path("inv.fmask"), 0, &m));
+    CHECK(m && famask_mask_visible(m, 0, 0, 2, 3) && !famask_mask_visible(m, 0, 0, 3, 3) &&
+              famask_mask_visible(m, 0, 0, 0, 4) && !famask_mask_visible(m, 0, 0, 1, 4),
+          "--true-means masked inverts");
+    famask_mask_free(m);
+    m = NULL;
+    snprintf(cmd, sizeof cmd, "tail -c 25 '%s' > '%s' && '%s' convert '%s' --shape 1,1,5,5 --dtype u8 -o '%s'",
+             tmp_path("c.npy"), tmp_path("c.raw"), FAMASK_CLI, tmp_path("c.raw"), tmp_path("raw.fmask"));
+    CHECK(run(cmd) == 0, "raw input: %s", cmd);
+    snprintf(cmd, sizeof cmd, "'%s' convert '%s' --shape 5,6 -o '%s' 2>/dev/null", FAMASK_CLI, tmp_path("c.raw"),
+             tmp_path("raw2.fmask"));
+    CHECK(run(cmd) == 65, "raw input of the wrong size exits 65");
+    snprintf(cmd, sizeof cmd, "'%s' convert '%s' --layout flashmask -o '%s' 2>/dev/null", FAMASK_CLI,
+             tmp_path("c.npy"), tmp_path("fm.npy"));
+    CHECK(run(cmd) == 0, "--layout flashmask");
+    famask_mask *fm = NULL;
+    CHECK_OK(ctx, famask_mask_load_flashmask(ctx, tmp_path("fm.npy"), -1, 0, &fm));
+    CHECK(fm && famask_mask_visible(fm, 0, 0, 3, 3) && !famask_mask_visible(fm, 0, 0, 2, 3),
+          "FlashMask output is causal");
+    famask_mask_free(fm);
+    snprintf(cmd, sizeof cmd, "'%s' convert '%s' --dtype u8 2>/dev/null", FAMASK_CLI, tmp_path("c.npy"));
+    CHECK(run(cmd) == 64, "--dtype without --shape is a usage error");
+    snprintf(cmd, sizeof cmd, "'%s' convert '%s' --array x 2>/dev/null", FAMASK_CLI, tmp_path("c.npy"));
+    CHECK(run(cmd) == 64, "--array on a .npy is a usage error");
     snprintf(cmd, sizeof cmd, "'%s' convert '%s' 2>/dev/null", FAMASK_CLI, tmp_path("absent.npy"));
     CHECK(run(cmd) == 66, "missing input exits 66");
     snprintf(cmd, sizeof cmd, "'%s' convert '%s' --bogus 2>/dev/null", FAMASK_CLI, tmp_path("c.npy"));
@@ -716,6 +817,57 @@ static void test_numpy_files(famask_ctx *ctx)
     CHECK(n > 0, "the numpy manifest lists files");
 }
 
+/* Every example in specs/ (up to 4096 x 4096 a slice): dense form -> u8 .npy file and memory -> converter ->
+ * the same vectors. */
+static void test_specs(famask_ctx *ctx)
+{
+    DIR *dp = opendir(FAMASK_SOURCE_DIR "/specs");
+    if (!dp) {
+        CHECK(0, "cannot open %s", FAMASK_SOURCE_DIR "/specs");
+        return;
+    }
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(dp))) {
+        size_t len = strlen(e->d_name);
+        if (len < 6 || strcmp(e->d_name + len - 5, ".yaml") != 0)
+            continue;
+        char spec[1024];
+        snprintf(spec, sizeof spec, "%s/specs/%s", FAMASK_SOURCE_DIR, e->d_name);
+        famask_mask *m = NULL, *got = NULL;
+        CHECK_OK(ctx, famask_mask_compile_file(ctx, spec, 0, &m));
+        if (!m)
+            continue;
+        int nb = famask_mask_batch(m), nh = famask_mask_heads(m), nq = famask_mask_seq_len_q(m),
+            nk = famask_mask_seq_len_k(m);
+        if ((int64_t)nq * nk > 4096 * 4096) {
+            famask_mask_free(m);
+            continue;
+        }
+        size_t plane = (size_t)nq * nk;
+        unsigned char *dense = malloc((size_t)nb * nh * plane);
+        for (int b = 0; b < nb; b++) /* famask_mask_to_dense writes 1 = visible: a u8 mask as PyTorch has it */
+            for (int h = 0; h < nh; h++)
+                CHECK_OK(ctx, famask_mask_to_dense(ctx, m, b, h, dense + ((size_t)b * nh + h) * plane));
+        int64_t shape[4] = {nb, nh, nq, nk};
+        famask_status st = convert_via(ctx, C_NPY, FAMASK_DTYPE_U8, 4, shape, dense, FAMASK_DENSE_KEEP_SHAPE, &got);
+        CHECK(st == FAMASK_STATUS_OK && got && famask_mask_equal(m, got), "%s: dense .npy round trip: %s",
+              e->d_name, st ? famask_ctx_errmsg(ctx) : "vectors differ");
+        famask_mask_free(got);
+        got = NULL;
+        st = convert_via(ctx, C_MEMORY, FAMASK_DTYPE_U8, 4, shape, dense, FAMASK_DENSE_KEEP_SHAPE, &got);
+        CHECK(st == FAMASK_STATUS_OK && got && famask_mask_equal(m, got), "%s: dense in-memory round trip",
+              e->d_name);
+        famask_mask_free(got);
+        famask_mask_free(m);
+        free(dense);
+        n++;
+    }
+    closedir(dp);
+    printf("specs: %d converted from their dense form\n", n);
+    CHECK(n >= 10, "only %d specs converted", n);
+}
+
 int main(void)
 {
     tl_seed("test-convert");
@@ -732,6 +884,7 @@ int main(void)
     test_malformed(ctx);
     test_cli(ctx);
     test_numpy_files(ctx);
+    test_specs(ctx);
     famask_ctx_free(ctx);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

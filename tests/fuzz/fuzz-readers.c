@@ -16,6 +16,8 @@
 
 static char path[64];
 
+static void remove_input(void) { unlink(path); }
+
 static void check_mask(const famask_mask *m)
 {
     if (!m)
@@ -35,6 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (fd < 0)
             abort();
         close(fd);
+        atexit(remove_input);
     }
     if (size < 1)
         return 0;
