@@ -247,7 +247,10 @@ famask_status famask_mask_save(famask_ctx *ctx, const famask_mask *mask, const c
 famask_status famask_mask_load(famask_ctx *ctx, const char *path, int seq_len_q, famask_mask **out);
 
 /* FlashMask's startend_row_indices: int32 [batch_m, heads_m, seq_len_k, n_vectors] with n_vectors 1, 2 or 4,
- * plus a causal flag. save_flashmask chooses the fewest vectors that represent the mask and reports them. */
+ * plus a causal flag. save_flashmask chooses the fewest vectors that represent the mask and reports them
+ * (n_vectors and causal may be NULL); it also writes the flag beside the array, in PATH.json
+ * ({"causal": true, "n_vectors": 1, "seq_len_q": ..., ...}). load_flashmask takes causal 0 or 1, or -1 to read
+ * it (and seq_len_q, when seq_len_q <= 0) from PATH.json; seq_len_q <= 0 otherwise means seq_len_k. */
 famask_status famask_mask_save_flashmask(famask_ctx *ctx, const famask_mask *mask, const char *path,
                                          int *n_vectors, int *causal);
 famask_status famask_mask_load_flashmask(famask_ctx *ctx, const char *path, int causal, int seq_len_q,
@@ -296,7 +299,58 @@ void famask_array_free(famask_array *array);
  * Dense masks into the column-sparse form
  * ------------------------------------------------------------------------------------------------------------ */
 
-/* (declarations added with the converter) */
+/* A dense mask is an array [seq_len_q, seq_len_k], [batch, seq_len_q, seq_len_k] or
+ * [batch, n_head, seq_len_q, seq_len_k] (C order) of any famask_dtype. Values follow PyTorch:
+ * - bool and integers: nonzero = may attend (FAMASK_DENSE_TRUE_MEANS_MASKED flips it: nonzero = masked);
+ * - floats (f16, bf16, f32, f64) are additive: 0 (or -0) = visible, -inf = masked; any other value is
+ *   FAMASK_STATUS_BAD_DATA naming the first such element.
+ * Every column must have at most two masked runs, else FAMASK_STATUS_NOT_REPRESENTABLE naming the first such
+ * column (batch, head, column and the runs found) and how many columns fail in all. Identical batch rows and
+ * heads collapse to 1 unless FAMASK_DENSE_KEEP_SHAPE. */
+enum {
+    FAMASK_DENSE_TRUE_MEANS_MASKED = 1,
+    FAMASK_DENSE_KEEP_SHAPE = 2,
+};
+
+/* The column-sparse form of a dense mask held in memory (dense->data in C order, little endian). */
+famask_status famask_mask_from_dense(famask_ctx *ctx, const famask_array *dense, unsigned flags, famask_mask **out);
+
+/* The streaming converter behind famask_mask_from_dense and famask_mask_convert_file, for callers that
+ * produce a dense mask piece by piece (from their own buffers, a socket, a generator): create it with the
+ * dense shape, push whole rows of seq_len_k elements in C order (rows run through seq_len_q, then the next
+ * head, then the next batch row; any number of rows a call), then finish. Memory: O(seq_len_k) besides the
+ * result; the rows are not kept. A push after an error returns that error again. finish fails with
+ * INVALID_ARGUMENT if rows are missing. free releases the converter (finished or not). */
+typedef struct famask_converter famask_converter;
+famask_status famask_converter_create(famask_ctx *ctx, famask_dtype dtype, int ndim, const int64_t *shape,
+                                      unsigned flags, famask_converter **out);
+famask_status famask_converter_push(famask_ctx *ctx, famask_converter *conv, const void *rows, int64_t n_rows);
+famask_status famask_converter_finish(famask_ctx *ctx, famask_converter *conv, famask_mask **out);
+void famask_converter_free(famask_converter *conv);
+
+/* Options of famask_mask_convert_file (zero-initialise, then set what you need). */
+typedef struct famask_convert_opts {
+    unsigned flags;        /* FAMASK_DENSE_* */
+    const char *array;     /* .npz: the member to read (with or without ".npy"); NULL: the only one */
+    int raw;               /* nonzero: the input is raw bytes of raw_dtype in C order, shape raw_shape */
+    famask_dtype raw_dtype;
+    int raw_ndim;          /* 2, 3 or 4 */
+    int64_t raw_shape[4];
+    /* Called now and then with the bytes of dense data converted so far and in all (may be NULL). */
+    void (*progress)(void *user, int64_t done, int64_t total);
+    void *progress_user;
+} famask_convert_opts;
+
+/* Converts a dense mask file: .npy (bool, uint8..uint64, int8..int64, float16/32/64; C or Fortran order,
+ * either endianness), .npz (stored or deflated members; opts->array picks one, else the archive must hold
+ * exactly one array, and the error lists the names), gzip-compressed data (.npy.gz, or raw bytes), or raw bytes
+ * (opts->raw). The format is recognised from the content, not the name. path "-" reads standard input (not for
+ * .npz, which needs its directory at the end of the file). Streams in chunks: memory is O(seq_len_k) plus one
+ * chunk of rows. Fortran-order files stream column by column instead (the file's own order), with memory
+ * O(batch * n_head) plus one chunk. Errors: CANNOT_OPEN, BAD_DATA (malformed or truncated input, bad values),
+ * NOT_REPRESENTABLE, IO; nothing is returned on failure. */
+famask_status famask_mask_convert_file(famask_ctx *ctx, const char *path, const famask_convert_opts *opts,
+                                       famask_mask **out);
 
 /* ------------------------------------------------------------------------------------------------------------
  * Attention
@@ -376,13 +430,21 @@ typedef struct famask_attn_args {
  * written), NO_DEVICE (built without CUDA, or no GPU), CUDA, NO_MEMORY. */
 famask_status famask_attn_fwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args);
 
-/* dq, dk, dv from q, k, v, o, lse and d_o (same shapes, strides and mask as the forward that made o and lse):
+/* dq, dk, dv from q, k, v, o, lse and d_o (the shapes and mask of the forward that made o and lse; every tensor
+ * has its own strides):
  * with P = exp(scale * q k^T - lse) on visible pairs (0 elsewhere), D = rowsum(d_o * o):
  *   dv = P^T d_o,  dS = P * (d_o v^T - D),  dq = scale * dS k,  dk = scale * dS^T q,
  * dk and dv summed over the query heads of a group. Rows with lse = -inf get zero gradients. The CUDA backward
  * honours args->deterministic; the CPU backward is always deterministic. Status as for the forward; the
  * cuda_unfused device has no backward (UNSUPPORTED). */
 famask_status famask_attn_bwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args);
+
+/* Device memory for callers without a CUDA runtime of their own (the CLI, ctypes users). Copies are synchronous.
+ * Without CUDA each returns FAMASK_STATUS_NO_DEVICE. famask_device_free(NULL) is a no-op. */
+famask_status famask_device_alloc(famask_ctx *ctx, size_t bytes, void **out);
+void famask_device_free(void *ptr);
+famask_status famask_device_upload(famask_ctx *ctx, void *device_dst, const void *host_src, size_t bytes);
+famask_status famask_device_download(famask_ctx *ctx, void *host_dst, const void *device_src, size_t bytes);
 
 /* Makes (or refreshes) the device copy of the mask and its per-block summaries for the kernels, cached with the
  * mask and freed with it. famask_attn_* on CUDA upload on first use; call this to do it ahead of time. */

@@ -19,7 +19,7 @@ static void fill(const void *p_, int seq_len_q, int seq_len_k, int32_t *bounds)
     for (int d = 0; d < p->n; d++) {
         int64_t e = s + p->lengths[d];
         for (int64_t j = s; j < e; j++)
-            fm_col_set(bounds + 4 * j, seq_len_q, 0, s, e, seq_len_q);
+            fm_col_set(bounds, j, seq_len_q, 0, s, e, seq_len_q);
         s = e;
     }
 }

@@ -6,7 +6,7 @@
 static void fill(const void *params, int seq_len_q, int seq_len_k, int32_t *bounds)
 {
     for (int j = 0; j < seq_len_k; j++)
-        fm_col_set(bounds + 4 * (int64_t)j, seq_len_q, 0, 0, 0, 0);
+        fm_col_set(bounds, j, seq_len_q, 0, 0, 0, 0);
 }
 
 famask_status famask_mask_full(famask_ctx *ctx, int seq_len_q, int seq_len_k, famask_mask **out)

@@ -14,14 +14,13 @@ static void fill(const void *p_, int seq_len_q, int seq_len_k, int32_t *bounds)
 {
     const params *p = p_;
     for (int64_t j = 0; j < seq_len_k; j++) {
-        int32_t *v = bounds + 4 * j;
         int64_t after = j + p->left + 1;
         if (p->causal)
-            fm_col_set(v, seq_len_q, 0, j, j < p->global ? 0 : after, j < p->global ? 0 : seq_len_q);
+            fm_col_set(bounds, j, seq_len_q, 0, j, j < p->global ? 0 : after, j < p->global ? 0 : seq_len_q);
         else if (j < p->global)
-            fm_col_set(v, seq_len_q, 0, 0, 0, 0);
+            fm_col_set(bounds, j, seq_len_q, 0, 0, 0, 0);
         else
-            fm_col_set(v, seq_len_q, p->global, j - p->right, after > p->global ? after : p->global, seq_len_q);
+            fm_col_set(bounds, j, seq_len_q, p->global, j - p->right, after > p->global ? after : p->global, seq_len_q);
     }
 }
 

@@ -8,7 +8,7 @@ static void fill(const void *p_, int seq_len_q, int seq_len_k, int32_t *bounds)
 {
     int prefix = *(const int *)p_;
     for (int j = 0; j < seq_len_k; j++)
-        fm_col_set(bounds + 4 * (int64_t)j, seq_len_q, 0, j < prefix ? 0 : j, 0, 0);
+        fm_col_set(bounds, j, seq_len_q, 0, j < prefix ? 0 : j, 0, 0);
 }
 
 famask_status famask_mask_prefix_lm_causal(famask_ctx *ctx, int seq_len_q, int seq_len_k, int prefix,

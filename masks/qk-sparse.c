@@ -17,11 +17,11 @@ static void fill(const void *p_, int seq_len_q, int seq_len_k, int32_t *bounds)
 {
     const params *p = p_;
     for (int64_t j = 0; j < seq_len_k; j++)
-        fm_col_set(bounds + 4 * j, seq_len_q, 0, j, 0, 0);
+        fm_col_set(bounds, j, seq_len_q, 0, j, 0, 0);
     for (int k = 0; k < p->n; k++) {
         int64_t s = p->spans[2 * k], e = p->spans[2 * k + 1];
         for (int64_t j = s; j < e && j < seq_len_k; j++)
-            fm_col_set(bounds + 4 * j, seq_len_q, 0, e, 0, 0);
+            fm_col_set(bounds, j, seq_len_q, 0, e, 0, 0);
     }
 }
 

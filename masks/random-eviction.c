@@ -41,10 +41,10 @@ static void fill(const void *p_, int seq_len_q, int seq_len_k, int32_t *bounds)
             if ((double)(a >> 11) * (1.0 / 9007199254740992.0) < p->rate && lo < seq_len_q)
                 row = lo + (int64_t)(b % (uint64_t)(seq_len_q - lo));
         }
-        fm_col_set(bounds + 4 * j, seq_len_q, 0, j, row, seq_len_q);
+        fm_col_set(bounds, j, seq_len_q, 0, j, row, seq_len_q);
     }
     for (int k = 0; k < p->n; k++)
-        fm_col_set(bounds + 4 * (int64_t)p->evict[2 * k], seq_len_q, 0, p->evict[2 * k], p->evict[2 * k + 1],
+        fm_col_set(bounds, p->evict[2 * k], seq_len_q, 0, p->evict[2 * k], p->evict[2 * k + 1],
                    seq_len_q);
 }
 

@@ -37,13 +37,23 @@ const fm_family *fm_family_find(const char *name)
 famask_status fm_family_build(famask_ctx *ctx, int seq_len_q, int seq_len_k, fm_fill_fn *fill, const void *params,
                               famask_mask **out)
 {
-    famask_mask *m = NULL;
-    famask_status st = fm_mask_alloc(ctx, 1, 1, seq_len_q, seq_len_k, &m);
+    /* Not fm_mask_alloc: its all-visible initialisation would be a wasted pass, since fill writes every column
+     * (canonical already, through fm_col_set). */
+    famask_status st = fm_check_shape(ctx, 1, 1, seq_len_q, seq_len_k);
     if (st)
         return st;
+    famask_mask *m = fm_calloc(ctx, 1, sizeof *m);
+    if (!m)
+        return FAMASK_STATUS_NO_MEMORY;
+    m->bounds = fm_malloc(ctx, (size_t)seq_len_k * 4 * sizeof(int32_t));
+    if (!m->bounds) {
+        free(m);
+        return FAMASK_STATUS_NO_MEMORY;
+    }
+    m->batch_m = m->heads_m = 1;
+    m->seq_len_q = seq_len_q;
+    m->seq_len_k = seq_len_k;
     fill(params, seq_len_q, seq_len_k, m->bounds);
-    for (int j = 0; j < seq_len_k; j++)
-        fm_column_canonicalise(m->bounds + 4 * (int64_t)j, seq_len_q, j);
     *out = m;
     return FAMASK_STATUS_OK;
 }

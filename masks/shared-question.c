@@ -25,11 +25,11 @@ static void fill(const void *p_, int seq_len_q, int seq_len_k, int32_t *bounds)
             e += q->answers[a];
         int64_t j = s;
         for (; j < s + q->question; j++)
-            fm_col_set(bounds + 4 * j, seq_len_q, 0, j, e, seq_len_q);
+            fm_col_set(bounds, j, seq_len_q, 0, j, e, seq_len_q);
         for (int a = 0; a < q->n_answers; a++) {
             int64_t b = j + q->answers[a];
             for (; j < b; j++)
-                fm_col_set(bounds + 4 * j, seq_len_q, 0, j, b, seq_len_q);
+                fm_col_set(bounds, j, seq_len_q, 0, j, b, seq_len_q);
         }
         s = e;
     }

@@ -12,7 +12,7 @@ static void fill(const void *p_, int seq_len_q, int seq_len_k, int32_t *bounds)
 {
     const params *p = p_;
     for (int j = 0; j < seq_len_k; j++)
-        fm_col_set(bounds + 4 * (int64_t)j, seq_len_q, 0, (int64_t)j - p->right, (int64_t)j + p->left + 1,
+        fm_col_set(bounds, j, seq_len_q, 0, (int64_t)j - p->right, (int64_t)j + p->left + 1,
                    seq_len_q);
 }
 

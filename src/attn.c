@@ -100,8 +100,8 @@ static famask_status check_tensor(famask_ctx *ctx, const famask_attn_args *a, co
             return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED,
                             "'%s' strides (batch %lld, seq %lld, head %lld) must be multiples of %lld elements "
                             "(%d bytes) on the cuda device",
-                            td->name, (long long)t->stride_batch, (long long)t->stride_seq,
-                            (long long)t->stride_head, (long long)step, CUDA_ALIGN_BYTES);
+                            td->name, (long long)t->stride_batch, (long long)t->stride_seq, (long long)t->stride_head,
+                            (long long)step, CUDA_ALIGN_BYTES);
     }
     return FAMASK_STATUS_OK;
 }
@@ -128,9 +128,8 @@ static famask_status check_args(famask_ctx *ctx, const famask_mask *mask, const 
         return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT, "'seq_len_q' (%d) and 'seq_len_k' (%d) must be at least 1",
                         a->seq_len_q, a->seq_len_k);
     if (a->seq_len_q > FAMASK_MAX_SEQ_LEN || a->seq_len_k > FAMASK_MAX_SEQ_LEN)
-        return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT,
-                        "'seq_len_q' (%d) and 'seq_len_k' (%d) must not exceed %d", a->seq_len_q, a->seq_len_k,
-                        FAMASK_MAX_SEQ_LEN);
+        return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT, "'seq_len_q' (%d) and 'seq_len_k' (%d) must not exceed %d",
+                        a->seq_len_q, a->seq_len_k, FAMASK_MAX_SEQ_LEN);
     if (a->n_head % a->n_head_kv)
         return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT,
                         "'n_head' (%d) must be a multiple of 'n_head_kv' (%d) (grouped-query attention)", a->n_head,
@@ -181,7 +180,8 @@ static famask_status check_args(famask_ctx *ctx, const famask_mask *mask, const 
                         famask_mask_seq_len_q(mask), famask_mask_seq_len_k(mask), a->seq_len_q, a->seq_len_k);
 
     if (!isfinite(a->softmax_scale))
-        return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT, "'softmax_scale' must be finite (0 means 1/sqrt(head_dim))");
+        return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT,
+                        "'softmax_scale' must be finite (0 means 1/sqrt(head_dim))");
 
     /* Tensors: inputs first, then outputs, which must not alias themselves, each other or an input. */
     const tensor_desc fwd_in[] = {{"q", &a->q, a->seq_len_q, a->n_head},
@@ -209,8 +209,8 @@ static famask_status check_args(famask_ctx *ctx, const famask_mask *mask, const 
         for (int m = 0; m < k; m++)
             if (out[k].t->data == out[m].t->data)
                 return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT,
-                                "'%s' and '%s' are outputs at the same address; outputs must not overlap",
-                                out[m].name, out[k].name);
+                                "'%s' and '%s' are outputs at the same address; outputs must not overlap", out[m].name,
+                                out[k].name);
         for (int m = 0; m < n_in; m++)
             if (out[k].t->data == in[m].t->data)
                 return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT,

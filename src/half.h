@@ -29,7 +29,10 @@ static inline float fm_bits_f32(uint32_t u)
 
 /* ---- bf16: the top 16 bits of a float ---- */
 
-static inline float fm_bf16_to_f32(uint16_t h) { return fm_bits_f32((uint32_t)h << 16); }
+static inline float fm_bf16_to_f32(uint16_t h)
+{
+    return fm_bits_f32((uint32_t)h << 16);
+}
 
 static inline uint16_t fm_f32_to_bf16(float f)
 {
@@ -73,8 +76,6 @@ static inline uint16_t fm_f32_to_f16(float f)
     uint32_t man = (a & 0x7fffffu) | 0x800000u; /* 24-bit significand with the hidden bit */
     /* Shift that brings the significand to fp16's 11 bits (normal) or fewer (subnormal: exponent pinned at -14). */
     int shift = e >= -14 ? 13 : 13 + (-14 - e);
-    if (e < -25 + 1 && a == 0)
-        return sign;
     uint32_t kept = man >> shift, rest = man & ((1u << shift) - 1u), half = 1u << (shift - 1);
     if (rest > half || (rest == half && (kept & 1u)))
         kept++;
@@ -100,7 +101,13 @@ static inline float fm_f64_to_f32_odd(double d)
     return fm_bits_f32(u | 1u);
 }
 
-static inline uint16_t fm_f64_to_bf16(double d) { return fm_f32_to_bf16(fm_f64_to_f32_odd(d)); }
-static inline uint16_t fm_f64_to_f16(double d) { return fm_f32_to_f16(fm_f64_to_f32_odd(d)); }
+static inline uint16_t fm_f64_to_bf16(double d)
+{
+    return fm_f32_to_bf16(fm_f64_to_f32_odd(d));
+}
+static inline uint16_t fm_f64_to_f16(double d)
+{
+    return fm_f32_to_f16(fm_f64_to_f32_odd(d));
+}
 
 #endif /* FM_HALF_H */

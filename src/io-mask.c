@@ -114,25 +114,52 @@ static void put_varint(unsigned char **q, uint32_t v)
     *(*q)++ = (unsigned char)v;
 }
 
-/* Appends the runs of one vector (stride 4 through the column bounds). */
-static int encode_vector(famask_ctx *ctx, buf *b, const int32_t *v, int n)
+static int put_run(famask_ctx *ctx, buf *b, int64_t delta, uint32_t count)
 {
-    int64_t prev = 0;
-    int j = 0;
-    while (j < n) {
-        int64_t delta = (int64_t)v[4 * j] - prev;
-        int k = j + 1;
-        while (k < n && (int64_t)v[4 * k] - v[4 * (k - 1)] == delta)
-            k++;
-        if (!buf_reserve(ctx, b, 10))
+    if (!buf_reserve(ctx, b, 10))
+        return 0;
+    unsigned char *q = b->p + b->len;
+    put_varint(&q, (uint32_t)(delta < 0 ? ((uint64_t)(-delta) << 1) - 1 : (uint64_t)delta << 1));
+    put_varint(&q, count);
+    b->len = (size_t)(q - b->p);
+    return 1;
+}
+
+/* Closes the runs of the vectors whose delta changes at column j (d: the new deltas). */
+static int switch_runs(famask_ctx *ctx, buf part[4], int32_t delta[4], int start[4], const int32_t d[4], int j)
+{
+    for (int x = 0; x < 4; x++)
+        if (d[x] != delta[x]) {
+            if (!put_run(ctx, &part[x], delta[x], (uint32_t)(j - start[x])))
+                return 0;
+            delta[x] = d[x];
+            start[x] = j;
+        }
+    return 1;
+}
+
+/* Appends the runs of the four vectors of one (b, h) (n columns at v), LTS first. One pass over the columns
+ * builds all four (each in its own buffer, then appended in order), and a column whose four deltas continue
+ * the current runs costs one compare: bounds are within [0, 2^30], so deltas fit int32. */
+static int encode_slice(famask_ctx *ctx, buf *out, buf part[4], const int32_t *v, int n)
+{
+    int32_t delta[4] = {v[0], v[1], v[2], v[3]};
+    int start[4] = {0, 0, 0, 0};
+    for (int x = 0; x < 4; x++)
+        part[x].len = 0;
+    for (int j = 1; j < n; j++) {
+        const int32_t *c = v + 4 * (int64_t)j, *q = c - 4;
+        int32_t d[4] = {c[0] - q[0], c[1] - q[1], c[2] - q[2], c[3] - q[3]};
+        if (((d[0] ^ delta[0]) | (d[1] ^ delta[1]) | (d[2] ^ delta[2]) | (d[3] ^ delta[3])) == 0)
+            continue;
+        if (!switch_runs(ctx, part, delta, start, d, j))
             return 0;
-        unsigned char *q = b->p + b->len;
-        uint32_t zz = (uint32_t)(delta < 0 ? ((uint64_t)(-delta) << 1) - 1 : (uint64_t)delta << 1);
-        put_varint(&q, zz);
-        put_varint(&q, (uint32_t)(k - j));
-        b->len = (size_t)(q - b->p);
-        prev = v[4 * (k - 1)];
-        j = k;
+    }
+    for (int x = 0; x < 4; x++) {
+        if (!put_run(ctx, &part[x], delta[x], (uint32_t)(n - start[x])) || !buf_reserve(ctx, out, part[x].len))
+            return 0;
+        memcpy(out->p + out->len, part[x].p, part[x].len);
+        out->len += part[x].len;
     }
     return 1;
 }
@@ -146,17 +173,16 @@ static famask_status check_mask(famask_ctx *ctx, const famask_mask *mask, const 
 
 static famask_status save_fmask(famask_ctx *ctx, const famask_mask *m, const char *path)
 {
-    buf raw = {0};
+    buf raw = {0}, part[4] = {{0}};
     unsigned char *z = NULL;
     fm_out o = {0};
     famask_status st = FAMASK_STATUS_OK;
     for (int b = 0; b < m->batch_m; b++)
         for (int h = 0; h < m->heads_m; h++)
-            for (int x = 0; x < 4; x++)
-                if (!encode_vector(ctx, &raw, fm_mask_column(m, b, h, 0) + x, m->seq_len_k)) {
-                    st = FAMASK_STATUS_NO_MEMORY;
-                    goto fail;
-                }
+            if (!encode_slice(ctx, &raw, part, fm_mask_column(m, b, h, 0), m->seq_len_k)) {
+                st = FAMASK_STATUS_NO_MEMORY;
+                goto fail;
+            }
     uLong zcap = compressBound((uLong)raw.len);
     if (!(z = fm_malloc(ctx, zcap))) {
         st = FAMASK_STATUS_NO_MEMORY;
@@ -187,6 +213,8 @@ static famask_status save_fmask(famask_ctx *ctx, const famask_mask *m, const cha
 fail:
     fm_out_abort(&o);
     free(raw.p);
+    for (int x = 0; x < 4; x++)
+        free(part[x].p);
     free(z);
     return st;
 }
@@ -209,6 +237,26 @@ static int get_varint(const unsigned char **p, const unsigned char *end, uint32_
         return 0;
     *v = (uint32_t)x;
     return 1;
+}
+
+/* 1 if every column is valid and already in the canonical form of famask.h (so canonicalising changes nothing):
+ * empty LT is [nq, nq), empty UT is [0, 0); two runs are UT before LT with a gap; a lone run is in UT iff it
+ * starts above the diagonal. */
+static int all_canonical(const int32_t *v, int nb, int nh, int nq, int nk)
+{
+    int64_t cols = (int64_t)nb * nh * nk;
+    int bad = 0;
+    for (int64_t c = 0; c < cols; c++, v += 4) {
+        int32_t lts = v[0], lte = v[1], uts = v[2], ute = v[3], j = (int32_t)(c % nk);
+        int lt_empty = lts == lte, ut_empty = uts == ute;
+        bad |= lts < 0 || lte < lts || lte > nq || uts < 0 || ute < uts || ute > nq;
+        bad |= lt_empty && lts != nq;
+        bad |= ut_empty && uts != 0;
+        bad |= !lt_empty && !ut_empty && !(ute < lts);
+        bad |= !ut_empty && lt_empty && !(uts < j);
+        bad |= ut_empty && !lt_empty && !(lts >= j);
+    }
+    return !bad;
 }
 
 static famask_status load_fmask(famask_ctx *ctx, fm_stream *s, famask_mask **out)
@@ -257,10 +305,8 @@ static famask_status load_fmask(famask_ctx *ctx, fm_stream *s, famask_mask **out
     }
     if ((st = fm_stream_read_exact(ctx, s, z, (size_t)zlen, ".fmask payload")))
         goto fail;
-    if (!fm_stream_at_end(ctx, s)) {
-        st = fm_error(ctx, FAMASK_STATUS_BAD_DATA, "'%s': unexpected bytes after the .fmask payload", s->name);
+    if ((st = fm_stream_expect_end(ctx, s, "the .fmask payload")))
         goto fail;
-    }
     if (get32(head + 48) != crc32_big((uint32_t)crc32(0, NULL, 0), z, (size_t)zlen)) {
         st = fm_error(ctx, FAMASK_STATUS_BAD_DATA, "'%s': .fmask payload fails its CRC32 check (corrupt file)",
                       s->name);
@@ -308,7 +354,13 @@ static famask_status load_fmask(famask_ctx *ctx, fm_stream *s, famask_mask **out
                       s->name);
         goto fail;
     }
-    if ((st = famask_mask_from_vectors(ctx, nb, nh, nq, nk, bounds, out))) {
+    if (all_canonical(bounds, nb, nh, nq, nk)) { /* what famask writes: take the vectors as they are */
+        famask_mask *m = NULL;
+        if ((st = fm_mask_alloc(ctx, nb, nh, nq, nk, &m)))
+            goto fail;
+        memcpy(m->bounds, bounds, (size_t)cols * 4 * sizeof *bounds);
+        *out = m;
+    } else if ((st = famask_mask_from_vectors(ctx, nb, nh, nq, nk, bounds, out))) {
         fm_error_prefix(ctx, "'%s'", s->name);
         goto fail;
     }
@@ -558,7 +610,7 @@ famask_status famask_mask_save_flashmask(famask_ctx *ctx, const famask_mask *mas
             return FAMASK_STATUS_NO_MEMORY;
         int ok = 1;
         for (int64_t col = 0; col < cols && ok; col++) {
-            int32_t tmp[4];
+            int32_t tmp[4] = {0, 0, 0, 0};
             ok = flashmask_fit(mask->bounds + 4 * col, n, c, mask->seq_len_q, (int)(col % mask->seq_len_k), tmp);
             if (ok)
                 memcpy(f + col * n, tmp, (size_t)n * sizeof *f);

@@ -138,7 +138,7 @@ static int lit_int(lit *l, int64_t *v)
 
 static famask_status parse_descr(famask_ctx *ctx, const char *name, const char *d, fm_npy_header *h)
 {
-    snprintf(h->descr, sizeof h->descr, "%s", d);
+    snprintf(h->descr, sizeof h->descr, "%.15s", d);
     if (strlen(d) < 3 || !strchr("<>|=", d[0]) || !strchr("biuf", d[1]))
         goto bad;
     char *end = NULL;
@@ -442,10 +442,8 @@ famask_status famask_npy_load(famask_ctx *ctx, const char *path, famask_array **
     }
     if ((st = fm_stream_read_exact(ctx, &s, dst, bytes, ".npy data")))
         goto fail;
-    if (!fm_stream_at_end(ctx, &s)) {
-        st = fm_error(ctx, FAMASK_STATUS_BAD_DATA, "'%s': unexpected bytes after the .npy data", s.name);
+    if ((st = fm_stream_expect_end(ctx, &s, "the .npy data")))
         goto fail;
-    }
     if (h.big_endian)
         fm_swap_bytes(dst, h.count, h.elem_size);
     if (tmp)

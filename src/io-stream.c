@@ -308,13 +308,16 @@ famask_status fm_stream_peek(famask_ctx *ctx, fm_stream *s, size_t n, const unsi
     return FAMASK_STATUS_OK;
 }
 
-int fm_stream_at_end(famask_ctx *ctx, fm_stream *s)
+famask_status fm_stream_expect_end(famask_ctx *ctx, fm_stream *s, const char *what)
 {
     const unsigned char *b = NULL;
     size_t got = 0;
-    if (fm_stream_peek(ctx, s, 1, &b, &got))
-        return 0;
-    return got == 0;
+    famask_status st = fm_stream_peek(ctx, s, 1, &b, &got);
+    if (st)
+        return st;
+    if (got)
+        return fm_error(ctx, FAMASK_STATUS_BAD_DATA, "'%s': unexpected bytes after %s", s->name, what);
+    return FAMASK_STATUS_OK;
 }
 
 static famask_status start_inflate(famask_ctx *ctx, fm_stream *s, int window_bits)

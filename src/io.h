@@ -62,8 +62,9 @@ famask_status fm_stream_peek(famask_ctx *ctx, fm_stream *s, size_t n, const unsi
 famask_status fm_stream_read(famask_ctx *ctx, fm_stream *s, void *buf, size_t n, size_t *got);
 /* Reads exactly n bytes; BAD_DATA "truncated ..." naming what when the stream ends first. */
 famask_status fm_stream_read_exact(famask_ctx *ctx, fm_stream *s, void *buf, size_t n, const char *what);
-/* 1 if the stream has no more bytes (reads ahead one byte). */
-int fm_stream_at_end(famask_ctx *ctx, fm_stream *s);
+/* OK if the stream has no more bytes (a zip member's CRC is checked then), else BAD_DATA "unexpected bytes
+ * after <what>" or the error met while looking. */
+famask_status fm_stream_expect_end(famask_ctx *ctx, fm_stream *s, const char *what);
 /* Switches the stream to decompressing gzip from here on. */
 famask_status fm_stream_start_gzip(famask_ctx *ctx, fm_stream *s);
 /* Positions a seekable stream at a zip member (offset of its data, compressed size, method 0 or 8, CRC32 and
@@ -96,5 +97,17 @@ famask_status fm_npy_dtype(famask_ctx *ctx, const char *name, const fm_npy_heade
 
 /* Byte-swaps n elements of size es in place. */
 void fm_swap_bytes(void *data, int64_t n, int es);
+
+/* ---- the dense converter's private side (convert.c) ----------------------------------------------------- */
+
+/* famask_converter_create, or (fortran != 0) a converter that takes the elements in Fortran order through
+ * fm_converter_push_fortran, a multiple of fm_converter_row_len at a time. */
+famask_status fm_converter_create(famask_ctx *ctx, famask_dtype dtype, int ndim, const int64_t *shape,
+                                  unsigned flags, int fortran, famask_converter **out);
+famask_status fm_converter_push_fortran(famask_ctx *ctx, famask_converter *conv, const void *data, int64_t n);
+/* Rows the converter expects in all, and elements a row: seq_len_k in C order, batch * n_head in Fortran order
+ * (there a "row" is one query row of one key column across every batch row and head). */
+int64_t fm_converter_total(const famask_converter *conv);
+int64_t fm_converter_row_len(const famask_converter *conv);
 
 #endif /* FAMASK_IO_H */

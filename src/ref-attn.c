@@ -115,8 +115,8 @@ typedef struct plan {
     int n_key_blocks;
     /* Summaries of every (mask batch row, mask head, key block), computed once. */
     fm_block_summary *summaries;
-    atomic_int next;   /* next work item */
-    int n_items;
+    atomic_llong next; /* next work item (64-bit: batch * n_head may pass INT_MAX) */
+    long long n_items;
 } plan;
 
 static const int32_t *mask_slice(const plan *p, int b, int h)
@@ -134,7 +134,7 @@ static const fm_block_summary *summary_slice(const plan *p, int b, int h)
 }
 
 static famask_status plan_init(famask_ctx *ctx, plan *p, const famask_mask *mask, const famask_attn_args *a,
-                               int n_items)
+                               long long n_items)
 {
     memset(p, 0, sizeof *p);
     p->mask = mask;
@@ -165,7 +165,7 @@ static void run_workers(plan *p, void *(*worker)(void *))
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     int n = cpus < 1 ? 1 : cpus > MAX_THREADS ? MAX_THREADS : (int)cpus;
     if (n > p->n_items)
-        n = p->n_items;
+        n = (int)p->n_items;
     pthread_t tid[MAX_THREADS];
     int started = 0;
     for (int t = 1; t < n; t++) {
@@ -242,8 +242,7 @@ static void fwd_item(const plan *p, int b, int h, double *kd, double *vd, double
             double inv = l[i] > 0 ? 1.0 / l[i] : 0.0;
             store_row(a->o.data, a->dtype, offset(&a->o, b, r0 + i, h), d, acc + (int64_t)i * d, inv);
             if (a->lse)
-                a->lse[((int64_t)b * a->n_head + h) * nq + r0 + i] =
-                    l[i] > 0 ? (float)(m[i] + log(l[i])) : -INFINITY;
+                a->lse[((int64_t)b * a->n_head + h) * nq + r0 + i] = l[i] > 0 ? (float)(m[i] + log(l[i])) : -INFINITY;
         }
     }
 }
@@ -261,10 +260,10 @@ static void *fwd_worker(void *arg)
         goto fail;
     }
     for (;;) {
-        int item = atomic_fetch_add(&p->next, 1);
+        long long item = atomic_fetch_add(&p->next, 1);
         if (item >= p->n_items)
             break;
-        fwd_item(p, item / a->n_head, item % a->n_head, kd, vd, qd, acc, srow);
+        fwd_item(p, (int)(item / a->n_head), (int)(item % a->n_head), kd, vd, qd, acc, srow);
     }
 fail:
     free(kd);
@@ -280,15 +279,17 @@ static famask_status run_plan(famask_ctx *ctx, plan *p, void *(*worker)(void *))
 {
     run_workers(p, worker);
     if (atomic_load(&p->next) < p->n_items)
-        return fm_error(ctx, FAMASK_STATUS_NO_MEMORY, "out of memory for the cpu attention's buffers (seq_len_k %d, "
-                        "head_dim %d)", p->a->seq_len_k, p->a->head_dim);
+        return fm_error(ctx, FAMASK_STATUS_NO_MEMORY,
+                        "out of memory for the cpu attention's buffers (seq_len_k %d, "
+                        "head_dim %d)",
+                        p->a->seq_len_k, p->a->head_dim);
     return FAMASK_STATUS_OK;
 }
 
 famask_status fm_ref_attn_fwd(famask_ctx *ctx, const famask_mask *mask, const famask_attn_args *args)
 {
     plan p;
-    famask_status st = plan_init(ctx, &p, mask, args, args->batch * args->n_head);
+    famask_status st = plan_init(ctx, &p, mask, args, (long long)args->batch * args->n_head);
     if (st)
         goto fail;
     st = run_plan(ctx, &p, fwd_worker);
@@ -382,10 +383,10 @@ static void *bwd_worker(void *arg)
     if (!w.kd || !w.vd || !w.dkd || !w.dvd || !w.qd || !w.dod || !w.dqd || !w.orow)
         goto fail; /* as in fwd_worker */
     for (;;) {
-        int item = atomic_fetch_add(&p->next, 1);
+        long long item = atomic_fetch_add(&p->next, 1);
         if (item >= p->n_items)
             break;
-        bwd_item(p, item / a->n_head_kv, item % a->n_head_kv, &w);
+        bwd_item(p, (int)(item / a->n_head_kv), (int)(item % a->n_head_kv), &w);
     }
 fail:
     free(w.kd);
@@ -402,7 +403,7 @@ fail:
 famask_status fm_ref_attn_bwd(famask_ctx *ctx, const famask_mask *mask, const famask_attn_args *args)
 {
     plan p;
-    famask_status st = plan_init(ctx, &p, mask, args, args->batch * args->n_head_kv);
+    famask_status st = plan_init(ctx, &p, mask, args, (long long)args->batch * args->n_head_kv);
     if (st)
         goto fail;
     st = run_plan(ctx, &p, bwd_worker);

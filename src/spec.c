@@ -509,6 +509,9 @@ famask_status fm_spec_compile_mask(fm_compiler *cc, const fm_node *node, int seq
     if (++cc->compiled > MAX_MASKS_COMPILED)
         return fm_spec_error(cc, node, FAMASK_STATUS_BAD_SPEC, "the spec expands to more than %d masks",
                              MAX_MASKS_COMPILED);
+    if (node->kind == FM_NODE_SCALAR && !*node->value)
+        return fm_spec_error(cc, node, FAMASK_STATUS_BAD_SPEC,
+                             "the mask is empty: write a type ('mask: causal') or a mapping with 'type:'");
     if (node->kind == FM_NODE_SCALAR) {
         const fm_family *f = fm_family_find(node->value);
         if (!f)

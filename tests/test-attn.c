@@ -4,10 +4,12 @@
  * The reference here is written to be read: float64 loops over the dense mask (famask_mask_visible), no tiles,
  * no online softmax, independent of src/ref-attn.c. Shapes: q, o [B, Nq, H, D], k, v [B, Nk, H_kv, D] in three
  * layouts ([B, N, H, D], [B, H, N, D], and a padded [B, N, H, D]); masks [batch_m, heads_m, Nk, 4] from random
- * valid vectors (with fully masked rows, columns and heads) and structured ones built from vectors.
+ * valid vectors (with fully masked rows, columns and heads) and structured ones from the family builders
+ * (causal, sliding window, documents; from vectors where a builder does not take the shape), stacked per slice.
  * Error bounds (max abs error over the tensor / max abs of the reference tensor), from one rounding of each
  * output into its dtype: f32 2e-6, f16 6e-4, bf16 4.5e-3; lse within 2e-7 relative (fp32), exactly -inf where the
- * row has no visible key; at scale 100 (logits ~1e3) 500x that, for the fp32 lse the backward starts from. The backward is also checked against central differences of the float64 forward.
+ * row has no visible key; at scale 100 (logits ~1e3) 500x that, for the fp32 lse the backward starts from. The backward
+ * is also checked against central differences of the float64 forward.
  */
 #include "testlib.h"
 
@@ -28,7 +30,10 @@ typedef struct tens {
     size_t n_elems;
 } tens;
 
-static size_t dtype_bytes(famask_dtype dt) { return dt == FAMASK_DTYPE_F32 ? 4 : 2; }
+static size_t dtype_bytes(famask_dtype dt)
+{
+    return dt == FAMASK_DTYPE_F32 ? 4 : 2;
+}
 
 static tens tens_make(int b, int n, int h, int d, famask_dtype dt, int layout)
 {
@@ -97,8 +102,14 @@ typedef struct prob {
     double *ro, *rlse, *rdq, *rdk, *rdv;
 } prob;
 
-static int64_t qi(const prob *p, int b, int n, int h) { return (((int64_t)b * p->Nq + n) * p->H + h) * p->D; }
-static int64_t ki(const prob *p, int b, int n, int h) { return (((int64_t)b * p->Nk + n) * p->Hkv + h) * p->D; }
+static int64_t qi(const prob *p, int b, int n, int h)
+{
+    return (((int64_t)b * p->Nq + n) * p->H + h) * p->D;
+}
+static int64_t ki(const prob *p, int b, int n, int h)
+{
+    return (((int64_t)b * p->Nk + n) * p->Hkv + h) * p->D;
+}
 
 static void prob_alloc(prob *p)
 {
@@ -180,7 +191,10 @@ static famask_attn_args prob_args(const prob *p, float scale_arg)
 
 /* ---- the float64 reference over the dense mask ---- */
 
-static int ref_mask_b(const prob *p, int b) { return famask_mask_batch(p->mask) == 1 ? 0 : b; }
+static int ref_mask_b(const prob *p, int b)
+{
+    return famask_mask_batch(p->mask) == 1 ? 0 : b;
+}
 static int ref_mask_h(const prob *p, int h)
 {
     int hm = famask_mask_heads(p->mask);
@@ -285,7 +299,10 @@ static void ref_backward(const prob *p, const double *q, const double *k, const 
 
 /* One rounding of the largest element costs up to the unit roundoff: 2^-24 (f32), 2^-11 (f16), 2^-8 (bf16);
  * the bounds leave room for the float64 arithmetic and, in the backward, the fp32 lse (|lse| * 2^-24 in P). */
-static double bound_for(famask_dtype dt) { return dt == FAMASK_DTYPE_F32 ? 2e-6 : dt == FAMASK_DTYPE_F16 ? 6e-4 : 4.5e-3; }
+static double bound_for(famask_dtype dt)
+{
+    return dt == FAMASK_DTYPE_F32 ? 2e-6 : dt == FAMASK_DTYPE_F16 ? 6e-4 : 4.5e-3;
+}
 
 /* Max abs error / max abs reference over a tensor; *nonfinite counts NaN/Inf in the result. */
 static double rel_err(const prob *p, const tens *x, int n, int h, const double *ref, int *nonfinite)
@@ -304,10 +321,18 @@ static double rel_err(const prob *p, const tens *x, int n, int h, const double *
                     emax = fmax(emax, fabs(g - r));
                     rmax = fmax(rmax, fabs(r));
                 }
+    /* f16 has subnormals below 2^-14 spaced 2^-24 apart: a tensor whose entries are all that small (a gradient
+     * that nearly cancels, e.g. a row with one dominant key) is measured against 2^-24 / 6e-4 ~ 1e-4, so that
+     * its absolute rounding error (up to 2^-25) stays within the bound. */
+    double floor = p->dt == FAMASK_DTYPE_F16 ? 1e-4 : 0.0;
+    rmax = fmax(rmax, floor);
     return rmax > 0 ? emax / rmax : emax;
 }
 
-static const char *dt_name(famask_dtype dt) { return dt == FAMASK_DTYPE_F32 ? "f32" : dt == FAMASK_DTYPE_F16 ? "f16" : "bf16"; }
+static const char *dt_name(famask_dtype dt)
+{
+    return dt == FAMASK_DTYPE_F32 ? "f32" : dt == FAMASK_DTYPE_F16 ? "f16" : "bf16";
+}
 
 /* Runs forward (and backward) through the API and checks them against the reference. bwd_bound 0: default. */
 static void run_case(famask_ctx *ctx, prob *p, const char *what, int backward, double bound_scale)
@@ -469,20 +494,77 @@ static void fill_slice(int32_t *v, int kind, int nq, int nk)
     }
 }
 
+/* One (b, h) slice of a structured kind through the family builders (shape [1, 1, Nk, 4]); NULL when the
+ * builder does not take this shape (the document families need seq_len_q == seq_len_k). */
+static famask_mask *build_slice(famask_ctx *ctx, int kind, int nq, int nk)
+{
+    famask_mask *m = NULL;
+    int lengths[4], n_docs = 0, left = tl_rand_int(0, nk / 2 + 1), right = tl_rand_int(0, 2) ? 0 : tl_rand_int(0, 9);
+    if ((kind == MASK_CAUSAL_DOC || kind == MASK_DOC)) {
+        if (nq != nk)
+            return NULL;
+        for (int rest = nq; rest > 0; rest -= lengths[n_docs++])
+            lengths[n_docs] = n_docs == 3 ? rest : tl_rand_int(1, rest);
+    }
+    switch (kind) {
+    case MASK_CAUSAL:
+        CHECK_OK(ctx, famask_mask_causal(ctx, nq, nk, &m));
+        break;
+    case MASK_WINDOW:
+        CHECK_OK(ctx, famask_mask_sliding_window(ctx, nq, nk, left, right, &m));
+        break;
+    case MASK_CAUSAL_DOC:
+        CHECK_OK(ctx, famask_mask_causal_document(ctx, lengths, n_docs, &m));
+        break;
+    case MASK_DOC:
+        CHECK_OK(ctx, famask_mask_document(ctx, lengths, n_docs, &m));
+        break;
+    case MASK_FULL:
+        CHECK_OK(ctx, famask_mask_full(ctx, nq, nk, &m));
+        break;
+    default:
+        break;
+    }
+    return m;
+}
+
+/* A [bm, hm, Nk, 4] mask of the kind: structured kinds from the builders (stacked per slice, each slice with its
+ * own random parameters), random ones and shapes the builders do not take from vectors; dead_head makes the last
+ * slice fully masked. */
 static famask_mask *make_mask(famask_ctx *ctx, int kind, int bm, int hm, int nq, int nk, int dead_head)
 {
     int32_t *v = malloc((size_t)bm * hm * nk * 4 * sizeof *v);
+    famask_mask **parts = calloc((size_t)bm * hm, sizeof *parts);
+    int built = kind != MASK_RANDOM && kind != MASK_DEAD_ROWS;
     for (int s = 0; s < bm * hm; s++) {
-        fill_slice(v + (int64_t)s * nk * 4, kind, nq, nk);
+        int32_t *slice = v + (int64_t)s * nk * 4;
+        famask_mask *one = NULL;
+        if (built && !(dead_head && s == bm * hm - 1))
+            one = build_slice(ctx, kind, nq, nk);
+        if (one) {
+            memcpy(slice, famask_mask_bounds(one), (size_t)nk * 4 * sizeof *slice);
+            parts[s] = one;
+            continue;
+        }
+        fill_slice(slice, kind, nq, nk);
         if (dead_head && s == bm * hm - 1)
             for (int j = 0; j < nk; j++) {
-                int32_t *c = v + ((int64_t)s * nk + j) * 4;
+                int32_t *c = slice + 4 * (int64_t)j;
                 c[0] = 0;
                 c[1] = nq;
             }
+        CHECK_OK(ctx, famask_mask_from_vectors(ctx, 1, 1, nq, nk, slice, &parts[s]));
     }
     famask_mask *m = NULL;
-    CHECK_OK(ctx, famask_mask_from_vectors(ctx, bm, hm, nq, nk, v, &m));
+    CHECK_OK(ctx, famask_mask_stack(ctx, (const famask_mask *const *)parts, bm, hm, &m));
+    /* The stack must hold what was put in (the vectors of canonical slices, canonical already). */
+    famask_mask *direct = NULL;
+    CHECK_OK(ctx, famask_mask_from_vectors(ctx, bm, hm, nq, nk, v, &direct));
+    CHECK(m && direct && famask_mask_equal(m, direct), "stacked mask differs from its slices' vectors");
+    famask_mask_free(direct);
+    for (int s = 0; s < bm * hm; s++)
+        famask_mask_free(parts[s]);
+    free(parts);
     free(v);
     return m;
 }
@@ -524,6 +606,77 @@ static void test_random_cases(famask_ctx *ctx)
             run_case(ctx, &p, what, 1, 1.0);
         prob_free(&p);
     }
+}
+
+/* Several tiles in each direction (the CPU path works in 64 x 64 tiles), so that whole tiles are skipped, some
+ * are unmasked and some partial, with ragged edges: sliding windows and documents at 333. */
+static void test_many_tiles(famask_ctx *ctx)
+{
+    static const int kinds[] = {MASK_WINDOW, MASK_CAUSAL_DOC, MASK_DOC, MASK_DEAD_ROWS};
+    for (int c = 0; c < 4; c++) {
+        prob p;
+        memset(&p, 0, sizeof p);
+        p.B = 1;
+        p.H = 2;
+        p.Hkv = 1;
+        p.Nq = 333;
+        p.Nk = c == 0 ? 300 : 333;
+        p.D = 32;
+        p.dt = c % 2 ? FAMASK_DTYPE_BF16 : FAMASK_DTYPE_F32;
+        p.layout = c % 3;
+        p.scale = (float)(1.0 / sqrt(32.0));
+        p.scale_zero = 1;
+        p.mask = make_mask(ctx, kinds[c], 1, c == 3 ? 2 : 1, p.Nq, p.Nk, 0);
+        prob_alloc(&p);
+        prob_fill(&p, 1.0);
+        char what[64];
+        snprintf(what, sizeof what, "many tiles %s", mask_names[kinds[c]]);
+        if (p.mask)
+            run_case(ctx, &p, what, 1, 1.0);
+        famask_tile_counts counts = {0, 0, 0};
+        if (p.mask)
+            CHECK_OK(ctx, famask_mask_tiles(ctx, p.mask, 0, 0, 64, 64, NULL, &counts));
+        printf("many tiles %s: tiles skipped %lld, partial %lld, unmasked %lld\n", mask_names[kinds[c]],
+               (long long)counts.skipped, (long long)counts.partial, (long long)counts.unmasked);
+        prob_free(&p);
+    }
+}
+
+/* The CPU backward is deterministic (one writer per output element, fixed order): two runs, same bits. */
+static void test_deterministic(famask_ctx *ctx)
+{
+    prob p;
+    memset(&p, 0, sizeof p);
+    p.B = 3;
+    p.H = 4;
+    p.Hkv = 2;
+    p.Nq = 100;
+    p.Nk = 90;
+    p.D = 64;
+    p.dt = FAMASK_DTYPE_BF16;
+    p.scale = 0.2;
+    p.mask = make_mask(ctx, MASK_RANDOM, 3, 4, p.Nq, p.Nk, 0);
+    prob_alloc(&p);
+    prob_fill(&p, 1.0);
+    famask_attn_args a = prob_args(&p, 0.2f);
+    a.deterministic = 1;
+    tens *g[3] = {&p.dq, &p.dk, &p.dv};
+    void *first[3];
+    if (p.mask) {
+        CHECK_OK(ctx, famask_attn_fwd(ctx, p.mask, &a));
+        CHECK_OK(ctx, famask_attn_bwd(ctx, p.mask, &a));
+        for (int t = 0; t < 3; t++) {
+            first[t] = malloc(g[t]->n_elems * 2);
+            memcpy(first[t], g[t]->t.data, g[t]->n_elems * 2);
+            memset(g[t]->t.data, 0xff, g[t]->n_elems * 2);
+        }
+        CHECK_OK(ctx, famask_attn_bwd(ctx, p.mask, &a));
+        for (int t = 0; t < 3; t++) {
+            CHECK(memcmp(first[t], g[t]->t.data, g[t]->n_elems * 2) == 0, "backward run twice: d%c differs", "qkv"[t]);
+            free(first[t]);
+        }
+    }
+    prob_free(&p);
 }
 
 /* Logits of order 1000 (scale 100): no overflow, no NaN; a fully masked head in the same call. */
@@ -659,17 +812,17 @@ static void test_preconditions(famask_ctx *ctx)
     const famask_attn_args good = prob_args(&p, 0);
     famask_attn_args a;
     famask_mask *m = NULL;
-#define TRY_FWD(mod, want, needle)                                                                                 \
-    do {                                                                                                           \
-        a = good;                                                                                                  \
-        mod;                                                                                                       \
-        expect(ctx, famask_attn_fwd(ctx, p.mask, &a), want, needle, "fwd " #mod);                                 \
+#define TRY_FWD(mod, want, needle)                                                                                     \
+    do {                                                                                                               \
+        a = good;                                                                                                      \
+        mod;                                                                                                           \
+        expect(ctx, famask_attn_fwd(ctx, p.mask, &a), want, needle, "fwd " #mod);                                      \
     } while (0)
-#define TRY_BWD(mod, want, needle)                                                                                 \
-    do {                                                                                                           \
-        a = good;                                                                                                  \
-        mod;                                                                                                       \
-        expect(ctx, famask_attn_bwd(ctx, p.mask, &a), want, needle, "bwd " #mod);                                 \
+#define TRY_BWD(mod, want, needle)                                                                                     \
+    do {                                                                                                               \
+        a = good;                                                                                                      \
+        mod;                                                                                                           \
+        expect(ctx, famask_attn_bwd(ctx, p.mask, &a), want, needle, "bwd " #mod);                                      \
     } while (0)
     const famask_status INV = FAMASK_STATUS_INVALID_ARGUMENT, UNS = FAMASK_STATUS_UNSUPPORTED;
     expect(ctx, famask_attn_fwd(ctx, p.mask, NULL), INV, "'args'", "NULL args");
@@ -865,6 +1018,8 @@ int main(void)
     test_preconditions(ctx);
     test_single(ctx);
     test_random_cases(ctx);
+    test_many_tiles(ctx);
+    test_deterministic(ctx);
     test_extreme(ctx);
     test_finite_differences(ctx);
     famask_ctx_free(ctx);

@@ -13,16 +13,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 const char cmd_show_usage[] =
     "usage: famask show SPEC|FILE [-n N] [--block QxK] [--png OUT.png] [--batch B --head H]\n"
     "\n"
-    "Draws a mask: up to 128 x 128 element by element ('#' visible, '.' masked, one query row a line),\n"
+    "Draws one batch row and head of a mask, from a YAML spec or a compiled .fmask or .npy file:\n"
+    "up to 128 x 128 element by element ('#' visible, '.' masked, one query row a line),\n"
     "larger ones as the tile-class map of the attention kernels ('#' unmasked, '+' partial, '.' skipped).\n"
     "\n"
     "options:\n"
-    "  -n N          sequence length, overriding a spec's seqlen\n"
+    "  -n N          sequence length, overriding a spec's seqlen (specs only)\n"
     "  --block QxK   tile size for the map (default 128x64, scaled up to fit 128 tiles a side unless given)\n"
     "  --png OUT     also write a PNG of the mask (white visible, black masked, at most 1024 pixels a side)\n"
     "  --batch B     batch row of the mask to draw (default 0)\n"
@@ -77,6 +79,17 @@ static int write_png(const char *path, const famask_mask *mask, int b, int h)
     }
     snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
     fd = mkstemp(tmp);
+    if (fd >= 0) { /* mkstemp creates 0600: give the picture the permissions a plain fopen would */
+        mode_t um = umask(0);
+        umask(um);
+        if (fchmod(fd, 0666 & ~um) != 0) {
+            cli_error("cannot create '%s': %s", path, strerror(errno));
+            close(fd);
+            unlink(tmp);
+            rc = EXIT_CANTCREAT;
+            goto fail;
+        }
+    }
     if (fd < 0 || !(f = fdopen(fd, "wb"))) {
         cli_error("cannot create '%s': %s", path, strerror(errno));
         rc = EXIT_CANTCREAT;
@@ -166,6 +179,8 @@ int cmd_show(int argc, char **argv)
     }
     if (!input)
         return cli_usage("show", "no spec or mask file given");
+    if (seq_len > 0 && (cli_ends_with(input, ".fmask") || cli_ends_with(input, ".npy")))
+        return cli_usage("show", "-n applies to a spec, not to a compiled mask file like '%s'", input);
 
     famask_ctx *ctx = NULL;
     famask_mask *mask = NULL;

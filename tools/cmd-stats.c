@@ -12,12 +12,13 @@
 const char cmd_stats_usage[] =
     "usage: famask stats SPEC|FILE [-n N] [--block QxK]\n"
     "\n"
-    "Prints the shape, the visible pairs, the tile classes at the block size (skipped: every pair masked;\n"
-    "unmasked: every pair visible; partial: the rest, as the kernels' conservative rule decides) and the\n"
-    "bytes of the column-sparse form against a dense bool mask. Counts are totals over all batch rows and heads.\n"
+    "Reads a YAML spec or a compiled .fmask or .npy mask and prints its shape, its visible pairs, the tile\n"
+    "classes at the block size (skipped: every pair masked; unmasked: every pair visible; partial: the rest,\n"
+    "as the kernels' conservative rule decides) and the bytes of the column-sparse form against a dense bool\n"
+    "mask. Counts are totals over all batch rows and heads.\n"
     "\n"
     "options:\n"
-    "  -n N          sequence length, overriding a spec's seqlen\n"
+    "  -n N          sequence length, overriding a spec's seqlen (specs only)\n"
     "  --block QxK   query tile x key block for the tile counts (default 128x64)\n";
 
 static int parse_block(const char *s, int *bq, int *bk)
@@ -55,6 +56,8 @@ int cmd_stats(int argc, char **argv)
     }
     if (!input)
         return cli_usage("stats", "no spec or mask file given");
+    if (seq_len > 0 && (cli_ends_with(input, ".fmask") || cli_ends_with(input, ".npy")))
+        return cli_usage("stats", "-n applies to a spec, not to a compiled mask file like '%s'", input);
 
     famask_ctx *ctx = NULL;
     famask_mask *mask = NULL;
