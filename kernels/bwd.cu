@@ -10,13 +10,15 @@
  *  1. preprocess, one warp per query row: Dd = rowsum(dO * O) and L = lse * log2(e) (+inf for a row with no
  *     visible key, so that exp2(s - L) is exactly 0 there: such rows get zero gradients, never NaN); zeroes the
  *     fp32 dQ accumulator.
- *  2. the main kernel, one CTA per (key block, kv head, batch), 8 warps. K and V of the block stay in shared
- *     memory; warp w owns 16 keys (and, for D = 256, half of the head dimension), and accumulates their dK and
- *     dV in registers. The CTA walks the query tiles of every query head of its GQA group (so dK and dV sum the
- *     group without atomics), Q/dO double-buffered with cp.async:
- *         S^T = K Q^T, dP^T = V dO^T (keys are the mma rows), P^T = exp2(S^T * scale*log2(e) - L),
- *         dS^T = P^T (dP^T - Dd), dV += P^T dO, dK += dS^T Q, and dS^T to shared memory; then
- *         dQ += dS K, split over the 8 warps and added to the fp32 accumulator with atomics.
+ *  2. the main kernel, one CTA per (key block of 128, kv head, batch), 8 warps, query tiles of 64. K and V of
+ *     the block stay in shared memory, dK and dV in registers. The CTA walks the query tiles of every query head
+ *     of its GQA group (so dK and dV sum the group without atomics), Q/dO double-buffered with cp.async:
+ *         S^T = K Q^T, dP^T = V dO^T (keys are the mma rows; 32 keys x 32 queries per warp),
+ *         P^T = exp2(S^T * scale*log2(e) - L), dS^T = P^T (dP^T - Dd), both to shared memory; then
+ *         dV += P^T dO, dK += dS^T Q (32 keys x D/2 per warp) and dQ += dS K (added to the fp32 accumulator with
+ *         atomics). Shared-memory reads per mma were the limit of a first version with 16 keys x 64 queries per
+ *         warp and P in registers (204 against 230 TFLOP/s, H200, D 128); that version stays for D = 256, where
+ *         each warp owns 16 keys and half the head dimension (registers) with a key block of 64.
  *     The walk uses the key block's summary: a tile inside a fully masked row run of LT or UT is skipped, and
  *     the walk jumps to the end of that run at once (so the loop is clamped to the first and last live tiles and
  *     hops over interior masked runs); only partial tiles (and the ragged last key block) apply the element mask.
@@ -391,6 +393,269 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_main_kernel(const bwd_params 
     }
 }
 
+/* The main kernel for D <= 128 with fewer shared-memory reads per mma (the limit of the one above): S^T and dP^T
+ * in 32 keys x 32 queries per warp, P^T and dS^T staged in shared memory, dV/dK in 32 keys x D/2 per warp and
+ * dQ in 32 queries x D/4 (16 x D/2 where D/4 is no multiple of 16) per warp. */
+template <int D> constexpr int main2_smem_bytes()
+{
+    return (2 * 128 * (D + 8) + 4 * BR * (D + 8) + 2 * 128 * (BR + 8)) * 2 + 4 * BR * (int)sizeof(float);
+}
+
+template <typename T, int D> __global__ void __launch_bounds__(NTHREADS, 1) bwd_main2_kernel(const bwd_params p)
+{
+    using TR = fm_dtype<T>;
+    constexpr int BC = 128, P = D + 8, PS = BR + 8, DH = D / 2;
+    constexpr bool DQ24 = D % 64 == 0;        /* dQ warps 2 x 4 (else 4 x 2) */
+    constexpr int QM = DQ24 ? 2 : 1;           /* 16-row m-tiles per warp in dQ */
+    constexpr int QN = DQ24 ? D / 4 : D / 2;   /* dQ columns per warp */
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T *sK = reinterpret_cast<T *>(smem_raw);
+    T *sV = sK + BC * P;
+    T *sQ = sV + BC * P;       /* [2][BR][P] */
+    T *sdO = sQ + 2 * BR * P;  /* [2][BR][P] */
+    T *sP = sdO + 2 * BR * P;  /* [BC][PS]: P^T */
+    T *sdS = sP + BC * PS;     /* [BC][PS]: dS^T */
+    float *sL = reinterpret_cast<float *>(sdS + BC * PS); /* [2][BR] */
+    float *sD = sL + 2 * BR;                                /* [2][BR] */
+
+    const int kb = blockIdx.x, hkv = blockIdx.y, b = blockIdx.z;
+    const int tid = threadIdx.x, w = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+    const int kw = w / 2, half = w % 2; /* S/dP: keys 32 kw.., queries 32 half..; dV/dK: keys 32 kw.., cols DH half.. */
+    const int k0 = kb * BC;
+    const int group = p.n_head / p.n_head_kv;
+    const int n_kb = (p.seq_len_k + BC - 1) / BC;
+    const bool key_tail = k0 + BC > p.seq_len_k;
+    const int mb = p.batch_m == 1 ? 0 : b;
+    const bool dq_atomic = p.dq_acc != nullptr;
+
+    {
+        const T *gK = (const T *)p.k.p + b * p.k.sb + hkv * p.k.sh;
+        const T *gV = (const T *)p.v.p + b * p.v.sb + hkv * p.v.sh;
+        for (int c = tid; c < BC * (D / 8); c += NTHREADS) {
+            const int r = c / (D / 8), col = (c % (D / 8)) * 8;
+            const bool ok = k0 + r < p.seq_len_k;
+            const int64_t rr = ok ? k0 + r : 0;
+            fm_cp_async16(fm_smem_addr(sK + r * P + col), gK + rr * p.k.ss + col, ok ? 16 : 0);
+            fm_cp_async16(fm_smem_addr(sV + r * P + col), gV + rr * p.v.ss + col, ok ? 16 : 0);
+        }
+    }
+    auto load_tile = [&](int hi, int t, int buf) {
+        const int h = hkv * group + hi, q0 = t * BR;
+        const T *gQ = (const T *)p.q.p + b * p.q.sb + h * p.q.sh;
+        const T *gO = (const T *)p.d_o.p + b * p.d_o.sb + h * p.d_o.sh;
+        T *dQs = sQ + buf * BR * P, *dOs = sdO + buf * BR * P;
+        for (int c = tid; c < BR * (D / 8); c += NTHREADS) {
+            const int r = c / (D / 8), col = (c % (D / 8)) * 8;
+            const bool ok = q0 + r < p.seq_len_q;
+            const int64_t rr = ok ? q0 + r : 0;
+            fm_cp_async16(fm_smem_addr(dQs + r * P + col), gQ + rr * p.q.ss + col, ok ? 16 : 0);
+            fm_cp_async16(fm_smem_addr(dOs + r * P + col), gO + rr * p.d_o.ss + col, ok ? 16 : 0);
+        }
+        const int64_t base = ((int64_t)b * p.n_head + h) * p.seq_pad + q0;
+        if (tid < BR / 4)
+            fm_cp_async16(fm_smem_addr(sL + buf * BR + 4 * tid), p.L + base + 4 * tid, 16);
+        else if (tid < BR / 2)
+            fm_cp_async16(fm_smem_addr(sD + buf * BR + 4 * (tid - BR / 4)), p.Dd + base + 4 * (tid - BR / 4), 16);
+    };
+
+    float dv[2][DH / 8][4], dk[2][DH / 8][4];
+#pragma unroll
+    for (int m = 0; m < 2; m++)
+#pragma unroll
+        for (int i = 0; i < DH / 8; i++)
+#pragma unroll
+            for (int c = 0; c < 4; c++)
+                dv[m][i][c] = dk[m][i][c] = 0.f;
+
+    int hi = 0, t = 0, cls = 0, buf = 0;
+    bool have = next_query_tile<BR>(p, p.summaries, n_kb, kb, hkv, group, &hi, &t, &cls);
+    if (have)
+        load_tile(hi, t, 0);
+    fm_cp_async_commit();
+
+    while (have) {
+        fm_cp_async_wait<0>();
+        __syncthreads(); /* tile t landed; every warp is done with tile t-1 (its buffers, sP, sdS) */
+        int nhi = hi, nt = t + 1, ncls = 0;
+        const bool nhave = next_query_tile<BR>(p, p.summaries, n_kb, kb, hkv, group, &nhi, &nt, &ncls);
+        if (nhave)
+            load_tile(nhi, nt, buf ^ 1);
+        fm_cp_async_commit();
+
+        const int h = hkv * group + hi, q0 = t * BR;
+        const T *cQ = sQ + buf * BR * P, *cdO = sdO + buf * BR * P;
+        const float *cL = sL + buf * BR, *cD = sD + buf * BR;
+
+        {
+            float s[2][4][4], dp[2][4][4];
+#pragma unroll
+            for (int m = 0; m < 2; m++)
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+#pragma unroll
+                    for (int c = 0; c < 4; c++)
+                        s[m][i][c] = dp[m][i][c] = 0.f;
+            /* S^T = K Q^T, dP^T = V dO^T: keys 32 kw.. x queries 32 half.. */
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                uint32_t ak[2][4], av[2][4], bq[2][4], bo[2][4];
+                const int acol = 16 * kk + (lane / 16) * 8, bcol = 16 * kk + ((lane / 8) % 2) * 8;
+#pragma unroll
+                for (int m = 0; m < 2; m++) {
+                    const int arow = 32 * kw + 16 * m + (lane % 8) + ((lane / 8) % 2) * 8;
+                    fm_ldmatrix_x4(ak[m], fm_smem_addr(sK + arow * P + acol));
+                    fm_ldmatrix_x4(av[m], fm_smem_addr(sV + arow * P + acol));
+                }
+#pragma unroll
+                for (int np = 0; np < 2; np++) {
+                    const int brow = 32 * half + 16 * np + (lane % 8) + (lane / 16) * 8;
+                    fm_ldmatrix_x4(bq[np], fm_smem_addr(cQ + brow * P + bcol));
+                    fm_ldmatrix_x4(bo[np], fm_smem_addr(cdO + brow * P + bcol));
+                }
+#pragma unroll
+                for (int m = 0; m < 2; m++)
+#pragma unroll
+                    for (int np = 0; np < 2; np++) {
+                        TR::mma(s[m][2 * np], ak[m], bq[np][0], bq[np][1]);
+                        TR::mma(s[m][2 * np + 1], ak[m], bq[np][2], bq[np][3]);
+                        TR::mma(dp[m][2 * np], av[m], bo[np][0], bo[np][1]);
+                        TR::mma(dp[m][2 * np + 1], av[m], bo[np][2], bo[np][3]);
+                    }
+            }
+            const bool partial = cls == FM_TILE_PARTIAL || key_tail;
+            const int4 *col = reinterpret_cast<const int4 *>(p.bounds) +
+                              ((int64_t)mb * p.heads_m + mask_head(p, h)) * p.seq_len_k;
+#pragma unroll
+            for (int m = 0; m < 2; m++) {
+                const int key_a = k0 + 32 * kw + 16 * m + g, key_b = key_a + 8;
+                int4 bda = make_int4(0, 0, 0, 0), bdb = bda;
+                if (partial) {
+                    bda = key_a < p.seq_len_k ? __ldg(col + key_a) : make_int4(0, INT32_MAX, 0, 0);
+                    bdb = key_b < p.seq_len_k ? __ldg(col + key_b) : make_int4(0, INT32_MAX, 0, 0);
+                }
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const int qi = 32 * half + 8 * i + 2 * t4;
+                    const float2 L2 = *reinterpret_cast<const float2 *>(cL + qi);
+                    const float2 D2 = *reinterpret_cast<const float2 *>(cD + qi);
+#pragma unroll
+                    for (int c = 0; c < 4; c++) {
+                        float pv = fm_exp2(s[m][i][c] * p.scale_log2 - ((c & 1) ? L2.y : L2.x));
+                        if (partial && is_masked(c < 2 ? bda : bdb, q0 + qi + (c & 1)))
+                            pv = 0.f;
+                        s[m][i][c] = pv;
+                        dp[m][i][c] = pv * (dp[m][i][c] - ((c & 1) ? D2.y : D2.x));
+                    }
+                    const int r = 32 * kw + 16 * m + g;
+                    *reinterpret_cast<uint32_t *>(sP + r * PS + qi) = TR::pack(s[m][i][0], s[m][i][1]);
+                    *reinterpret_cast<uint32_t *>(sP + (r + 8) * PS + qi) = TR::pack(s[m][i][2], s[m][i][3]);
+                    *reinterpret_cast<uint32_t *>(sdS + r * PS + qi) = TR::pack(dp[m][i][0], dp[m][i][1]);
+                    *reinterpret_cast<uint32_t *>(sdS + (r + 8) * PS + qi) = TR::pack(dp[m][i][2], dp[m][i][3]);
+                }
+            }
+        }
+        __syncthreads(); /* P^T and dS^T complete */
+
+        /* dV += P^T dO, dK += dS^T Q: keys 32 kw.. x columns DH half.. */
+#pragma unroll
+        for (int kk = 0; kk < BR / 16; kk++) {
+            uint32_t ap[2][4], ad[2][4];
+#pragma unroll
+            for (int m = 0; m < 2; m++) {
+                const int arow = 32 * kw + 16 * m + (lane % 8) + ((lane / 8) % 2) * 8, acol = 16 * kk + (lane / 16) * 8;
+                fm_ldmatrix_x4(ap[m], fm_smem_addr(sP + arow * PS + acol));
+                fm_ldmatrix_x4(ad[m], fm_smem_addr(sdS + arow * PS + acol));
+            }
+            const int brow = 16 * kk + (lane % 8) + ((lane / 8) % 2) * 8;
+#pragma unroll
+            for (int np = 0; np < DH / 16; np++) {
+                const int bcol = half * DH + 16 * np + (lane / 16) * 8;
+                uint32_t bo[4], bq[4];
+                fm_ldmatrix_x4_trans(bo, fm_smem_addr(cdO + brow * P + bcol));
+                fm_ldmatrix_x4_trans(bq, fm_smem_addr(cQ + brow * P + bcol));
+#pragma unroll
+                for (int m = 0; m < 2; m++) {
+                    TR::mma(dv[m][2 * np], ap[m], bo[0], bo[1]);
+                    TR::mma(dv[m][2 * np + 1], ap[m], bo[2], bo[3]);
+                    TR::mma(dk[m][2 * np], ad[m], bq[0], bq[1]);
+                    TR::mma(dk[m][2 * np + 1], ad[m], bq[2], bq[3]);
+                }
+            }
+        }
+
+        if (dq_atomic) {
+            /* dQ = dS K: queries 16 QM rq.. x columns QN cd.. */
+            const int rq = DQ24 ? w / 4 : w % 4, cd = DQ24 ? w % 4 : w / 4;
+            float acc[QM][QN / 8][4];
+#pragma unroll
+            for (int m = 0; m < QM; m++)
+#pragma unroll
+                for (int i = 0; i < QN / 8; i++)
+#pragma unroll
+                    for (int c = 0; c < 4; c++)
+                        acc[m][i][c] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < BC / 16; kk++) {
+                uint32_t a[QM][4];
+#pragma unroll
+                for (int m = 0; m < QM; m++)
+                    fm_ldmatrix_x4_trans(a[m], fm_smem_addr(sdS + (16 * kk + (lane % 8) + (lane / 16) * 8) * PS +
+                                                            16 * QM * rq + 16 * m + ((lane / 8) % 2) * 8));
+                const int brow = 16 * kk + (lane % 8) + ((lane / 8) % 2) * 8;
+#pragma unroll
+                for (int np = 0; np < QN / 16; np++) {
+                    uint32_t bk[4];
+                    fm_ldmatrix_x4_trans(bk, fm_smem_addr(sK + brow * P + cd * QN + 16 * np + (lane / 16) * 8));
+#pragma unroll
+                    for (int m = 0; m < QM; m++) {
+                        TR::mma(acc[m][2 * np], a[m], bk[0], bk[1]);
+                        TR::mma(acc[m][2 * np + 1], a[m], bk[2], bk[3]);
+                    }
+                }
+            }
+#pragma unroll
+            for (int m = 0; m < QM; m++) {
+                float *dst = p.dq_acc +
+                             ((((int64_t)b * p.n_head + h) * p.seq_pad) + q0 + 16 * QM * rq + 16 * m + g) * D +
+                             cd * QN + 2 * t4;
+#pragma unroll
+                for (int nb = 0; nb < QN / 8; nb++) {
+                    add2(dst + 8 * nb, acc[m][nb][0], acc[m][nb][1]);
+                    add2(dst + 8 * D + 8 * nb, acc[m][nb][2], acc[m][nb][3]);
+                }
+            }
+        }
+
+        hi = nhi;
+        t = nt;
+        cls = ncls;
+        have = nhave;
+        buf ^= 1;
+    }
+    fm_cp_async_wait<0>();
+
+    T *gdk = (T *)p.dk.p + b * p.dk.sb + hkv * p.dk.sh;
+    T *gdv = (T *)p.dv.p + b * p.dv.sb + hkv * p.dv.sh;
+#pragma unroll
+    for (int m = 0; m < 2; m++) {
+        const int key_a = k0 + 32 * kw + 16 * m + g, key_b = key_a + 8;
+#pragma unroll
+        for (int nb = 0; nb < DH / 8; nb++) {
+            const int c = half * DH + 8 * nb + 2 * t4;
+            if (key_a < p.seq_len_k) {
+                *reinterpret_cast<uint32_t *>(gdk + key_a * p.dk.ss + c) =
+                    TR::pack(dk[m][nb][0] * p.scale, dk[m][nb][1] * p.scale);
+                *reinterpret_cast<uint32_t *>(gdv + key_a * p.dv.ss + c) = TR::pack(dv[m][nb][0], dv[m][nb][1]);
+            }
+            if (key_b < p.seq_len_k) {
+                *reinterpret_cast<uint32_t *>(gdk + key_b * p.dk.ss + c) =
+                    TR::pack(dk[m][nb][2] * p.scale, dk[m][nb][3] * p.scale);
+                *reinterpret_cast<uint32_t *>(gdv + key_b * p.dv.ss + c) = TR::pack(dv[m][nb][2], dv[m][nb][3]);
+            }
+        }
+    }
+}
+
 /* ---- step 3 --------------------------------------------------------------------------------------------------- */
 
 template <typename T> __global__ void __launch_bounds__(NTHREADS) bwd_convert_kernel(const bwd_params p, int D)
@@ -494,6 +759,21 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_dq_kernel(const bwd_params p)
         for (int c = 0; c < 4; c++)
             acc[i][c] = 0.f;
 
+    /* For D <= 128 the warp's Q and dO rows stay in registers as mma A fragments for the whole key walk. */
+    constexpr bool HOLD = D <= 128;
+    constexpr int NF = HOLD ? D / 16 : 1;
+    uint32_t fq[NF][4], fo[NF][4];
+    if constexpr (HOLD) {
+        fm_cp_async_wait<0>();
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < NF; kk++) {
+            const int arow = 16 * rg + (lane % 8) + ((lane / 8) % 2) * 8, acol = 16 * kk + (lane / 16) * 8;
+            fm_ldmatrix_x4(fq[kk], fm_smem_addr(sQ + arow * P + acol));
+            fm_ldmatrix_x4(fo[kk], fm_smem_addr(sdO + arow * P + acol));
+        }
+    }
+
     int cls = 0, buf = 0;
     int j = next_block(0, &cls);
     if (j < n_kb)
@@ -520,9 +800,17 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_dq_kernel(const bwd_params p)
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++) {
             uint32_t aq[4], ao[4];
-            const int arow = 16 * rg + (lane % 8) + ((lane / 8) % 2) * 8, acol = 16 * kk + (lane / 16) * 8;
-            fm_ldmatrix_x4(aq, fm_smem_addr(sQ + arow * P + acol));
-            fm_ldmatrix_x4(ao, fm_smem_addr(sdO + arow * P + acol));
+            if constexpr (HOLD) {
+#pragma unroll
+                for (int x = 0; x < 4; x++) {
+                    aq[x] = fq[kk][x];
+                    ao[x] = fo[kk][x];
+                }
+            } else {
+                const int arow = 16 * rg + (lane % 8) + ((lane / 8) % 2) * 8, acol = 16 * kk + (lane / 16) * 8;
+                fm_ldmatrix_x4(aq, fm_smem_addr(sQ + arow * P + acol));
+                fm_ldmatrix_x4(ao, fm_smem_addr(sdO + arow * P + acol));
+            }
 #pragma unroll
             for (int np = 0; np < NB / 2; np++) {
                 uint32_t bk[4], bv[4];
@@ -587,29 +875,36 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_dq_kernel(const bwd_params p)
 
 /* ---- launch --------------------------------------------------------------------------------------------------- */
 
-template <int D> struct bwd_config {
-    static constexpr int BC = D == 256 ? 64 : 128;
-    static constexpr int DSPLIT = D == 256 ? 2 : 1;
-};
 
 template <typename T, int D>
 cudaError_t launch_main(const bwd_params &p, cudaStream_t stream)
 {
-    constexpr int BC = bwd_config<D>::BC, DSPLIT = bwd_config<D>::DSPLIT;
-    constexpr int smem = main_smem_bytes<D, BC>();
-    auto kern = bwd_main_kernel<T, D, BC, DSPLIT>;
-    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    if (e != cudaSuccess)
-        return e;
-    dim3 grid((p.seq_len_k + BC - 1) / BC, p.n_head_kv, p.batch);
-    kern<<<grid, NTHREADS, smem, stream>>>(p);
-    return cudaGetLastError();
+    if constexpr (D <= 128) {
+        constexpr int smem2 = main2_smem_bytes<D>();
+        auto kern2 = bwd_main2_kernel<T, D>;
+        cudaError_t e2 = cudaFuncSetAttribute(kern2, cudaFuncAttributeMaxDynamicSharedMemorySize, smem2);
+        if (e2 != cudaSuccess)
+            return e2;
+        dim3 grid2((p.seq_len_k + 127) / 128, p.n_head_kv, p.batch);
+        kern2<<<grid2, NTHREADS, smem2, stream>>>(p);
+        return cudaGetLastError();
+    } else {
+        constexpr int BC = 64, DSPLIT = 2; /* D = 256 */
+        constexpr int smem = main_smem_bytes<D, BC>();
+        auto kern = bwd_main_kernel<T, D, BC, DSPLIT>;
+        cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        if (e != cudaSuccess)
+            return e;
+        dim3 grid((p.seq_len_k + BC - 1) / BC, p.n_head_kv, p.batch);
+        kern<<<grid, NTHREADS, smem, stream>>>(p);
+        return cudaGetLastError();
+    }
 }
 
 template <typename T, int D>
 cudaError_t launch_dq(const bwd_params &p, cudaStream_t stream)
 {
-    constexpr int DSPLIT = bwd_config<D>::DSPLIT, BRQ = 16 * (8 / DSPLIT);
+    constexpr int DSPLIT = D == 256 ? 2 : 1, BRQ = 16 * (8 / DSPLIT);
     constexpr int smem = dq_smem_bytes<D, DSPLIT>();
     auto kern = bwd_dq_kernel<T, D, DSPLIT>;
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);

