@@ -21,12 +21,18 @@
  *         each warp owns 16 keys and half the head dimension (registers) with a key block of 64.
  *     The walk uses the key block's summary: a tile inside a fully masked row run of LT or UT is skipped, and
  *     the walk jumps to the end of that run at once (so the loop is clamped to the first and last live tiles and
- *     hops over interior masked runs); only partial tiles (and the ragged last key block) apply the element mask.
+ *     hops over interior masked runs); only partial tiles (and the ragged last key block) apply the element mask,
+ *     as a separate uniform branch with the keys' bounds brought into shared memory with the tile (an element
+ *     test folded into every tile cost 15%).
  *  3. dq = scale * accumulator, converted to the output dtype.
  *
  * Deterministic mode (args->deterministic): step 2 leaves dQ out, and a query-parallel kernel (one CTA per
  * query tile and head, walking the live key blocks in order) recomputes P and dS and accumulates dQ in
  * registers. dK and dV are deterministic in both modes (no atomics), so every output is bitwise reproducible.
+ * The price is the recomputation: 3 of the 5 products again, about 1.35-1.4x the default's time.
+ *
+ * Measured (H200, 2026-11-21, 8K, B 4, H 16, D 128, bf16, TFLOP/s counting visible pairs): full 276 and causal
+ * 260, against 300 and 280 for SDPA flash's backward in the same run. Hopper's wgmma path is the way past this.
  *
  * Shared-memory tiles are rows padded by 16 bytes (the row pitch shifts each row by four banks), which keeps
  * ldmatrix conflict-free for every head dimension, 32 and 96 included.
@@ -41,7 +47,6 @@ namespace {
 
 constexpr int NTHREADS = 256; /* 8 warps in every kernel of this file */
 constexpr int BR = 64;        /* query rows per tile in the main kernel */
-constexpr int BCQ = 64;       /* key columns per block in the deterministic dQ kernel */
 constexpr int QPAD = 128;     /* the per-row buffers are padded to a multiple of this many rows */
 
 struct tensor_view {
@@ -73,17 +78,30 @@ __device__ __forceinline__ bool is_masked(int4 bd, int row)
     return (row >= bd.x && row < bd.y) || (row >= bd.z && row < bd.w);
 }
 
-/* Next live query tile of the (head-in-group, tile) walk from (*hi, *t) on: skips every tile the summary
- * marks fully masked, jumping to the end of the masked run at once. */
+/* The walk of a main-kernel CTA over (query head of its GQA group, query tile), with the key block's summary
+ * cached in registers: it is read from global memory only when the head changes and the mask differs per query
+ * head, so the walk costs a few integer operations per tile and no load latency. */
+struct tile_walk {
+    fm_block_summary s;
+    int s_hi; /* head-in-group the cached summary belongs to; -1: none */
+};
+
+/* Next live query tile from (*hi, *t) on: skips every tile the summary marks fully masked, jumping to the end of
+ * the masked run at once. */
 template <int TILE>
-__device__ bool next_query_tile(const bwd_params &p, const fm_block_summary *sum_base, int n_kb, int kb, int hkv,
-                                int group, int *hi, int *t, int *cls)
+__device__ bool next_query_tile(const bwd_params &p, tile_walk &wk, int n_kb, int kb, int hkv, int group, int *hi,
+                                int *t, int *cls)
 {
     const int n_tiles = (p.seq_len_q + TILE - 1) / TILE;
-    const int mb = p.batch_m == 1 ? 0 : blockIdx.z;
+    const bool per_head = p.heads_m == p.n_head && group > 1;
     while (*hi < group) {
-        const int h = hkv * group + *hi;
-        const fm_block_summary s = sum_base[((int64_t)mb * p.heads_m + mask_head(p, h)) * n_kb + kb];
+        if (wk.s_hi < 0 || (per_head && wk.s_hi != *hi)) {
+            const int mb = p.batch_m == 1 ? 0 : blockIdx.z;
+            const int h = hkv * group + *hi;
+            wk.s = p.summaries[((int64_t)mb * p.heads_m + mask_head(p, h)) * n_kb + kb];
+            wk.s_hi = *hi;
+        }
+        const fm_block_summary &s = wk.s;
         while (*t < n_tiles) {
             const int r0 = *t * TILE, r1 = min(r0 + TILE, p.seq_len_q);
             const int c = fm_tile_classify(&s, r0, r1);
@@ -229,14 +247,16 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_main_kernel(const bwd_params 
 
     const int key_a = k0 + 16 * kw + g, key_b = key_a + 8;
     int hi = 0, t = 0, cls = 0, buf = 0;
-    bool have = next_query_tile<BR>(p, p.summaries, n_kb, kb, hkv, group, &hi, &t, &cls);
+    tile_walk wk;
+    wk.s_hi = -1;
+    bool have = next_query_tile<BR>(p, wk, n_kb, kb, hkv, group, &hi, &t, &cls);
     if (have)
         load_tile(hi, t, 0);
     fm_cp_async_commit();
 
     while (have) {
         int nhi = hi, nt = t + 1, ncls = 0;
-        const bool nhave = next_query_tile<BR>(p, p.summaries, n_kb, kb, hkv, group, &nhi, &nt, &ncls);
+        const bool nhave = next_query_tile<BR>(p, wk, n_kb, kb, hkv, group, &nhi, &nt, &ncls);
         if (nhave)
             load_tile(nhi, nt, buf ^ 1);
         fm_cp_async_commit();
@@ -398,7 +418,8 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_main_kernel(const bwd_params 
  * dQ in 32 queries x D/4 (16 x D/2 where D/4 is no multiple of 16) per warp. */
 template <int D> constexpr int main2_smem_bytes()
 {
-    return (2 * 128 * (D + 8) + 4 * BR * (D + 8) + 2 * 128 * (BR + 8)) * 2 + 4 * BR * (int)sizeof(float);
+    return (2 * 128 * (D + 8) + 4 * BR * (D + 8) + 2 * 128 * (BR + 8)) * 2 + 4 * BR * (int)sizeof(float) +
+           2 * 128 * 16;
 }
 
 template <typename T, int D> __global__ void __launch_bounds__(NTHREADS, 1) bwd_main2_kernel(const bwd_params p)
@@ -417,6 +438,7 @@ template <typename T, int D> __global__ void __launch_bounds__(NTHREADS, 1) bwd_
     T *sdS = sP + BC * PS;     /* [BC][PS]: dS^T */
     float *sL = reinterpret_cast<float *>(sdS + BC * PS); /* [2][BR] */
     float *sD = sL + 2 * BR;                                /* [2][BR] */
+    int4 *sB = reinterpret_cast<int4 *>(sD + 2 * BR);      /* [2][BC]: mask bounds of the keys, partial tiles */
 
     const int kb = blockIdx.x, hkv = blockIdx.y, b = blockIdx.z;
     const int tid = threadIdx.x, w = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
@@ -439,8 +461,17 @@ template <typename T, int D> __global__ void __launch_bounds__(NTHREADS, 1) bwd_
             fm_cp_async16(fm_smem_addr(sV + r * P + col), gV + rr * p.v.ss + col, ok ? 16 : 0);
         }
     }
-    auto load_tile = [&](int hi, int t, int buf) {
+    auto load_tile = [&](int hi, int t, int buf, int tcls) {
         const int h = hkv * group + hi, q0 = t * BR;
+        if (tcls == FM_TILE_PARTIAL || key_tail) {
+            /* the keys' bounds for the element mask, zero past seq_len_k (tested apart) */
+            const int4 *col = reinterpret_cast<const int4 *>(p.bounds) +
+                              ((int64_t)mb * p.heads_m + mask_head(p, h)) * p.seq_len_k;
+            if (tid < BC) {
+                const bool ok = k0 + tid < p.seq_len_k;
+                fm_cp_async16(fm_smem_addr(sB + buf * BC + tid), col + (ok ? k0 + tid : 0), ok ? 16 : 0);
+            }
+        }
         const T *gQ = (const T *)p.q.p + b * p.q.sb + h * p.q.sh;
         const T *gO = (const T *)p.d_o.p + b * p.d_o.sb + h * p.d_o.sh;
         T *dQs = sQ + buf * BR * P, *dOs = sdO + buf * BR * P;
@@ -468,18 +499,20 @@ template <typename T, int D> __global__ void __launch_bounds__(NTHREADS, 1) bwd_
                 dv[m][i][c] = dk[m][i][c] = 0.f;
 
     int hi = 0, t = 0, cls = 0, buf = 0;
-    bool have = next_query_tile<BR>(p, p.summaries, n_kb, kb, hkv, group, &hi, &t, &cls);
+    tile_walk wk;
+    wk.s_hi = -1;
+    bool have = next_query_tile<BR>(p, wk, n_kb, kb, hkv, group, &hi, &t, &cls);
     if (have)
-        load_tile(hi, t, 0);
+        load_tile(hi, t, 0, cls);
     fm_cp_async_commit();
 
     while (have) {
         fm_cp_async_wait<0>();
         __syncthreads(); /* tile t landed; every warp is done with tile t-1 (its buffers, sP, sdS) */
         int nhi = hi, nt = t + 1, ncls = 0;
-        const bool nhave = next_query_tile<BR>(p, p.summaries, n_kb, kb, hkv, group, &nhi, &nt, &ncls);
+        const bool nhave = next_query_tile<BR>(p, wk, n_kb, kb, hkv, group, &nhi, &nt, &ncls);
         if (nhave)
-            load_tile(nhi, nt, buf ^ 1);
+            load_tile(nhi, nt, buf ^ 1, ncls);
         fm_cp_async_commit();
 
         const int h = hkv * group + hi, q0 = t * BR;
@@ -522,17 +555,8 @@ template <typename T, int D> __global__ void __launch_bounds__(NTHREADS, 1) bwd_
                         TR::mma(dp[m][2 * np + 1], av[m], bo[np][2], bo[np][3]);
                     }
             }
-            const bool partial = cls == FM_TILE_PARTIAL || key_tail;
-            const int4 *col = reinterpret_cast<const int4 *>(p.bounds) +
-                              ((int64_t)mb * p.heads_m + mask_head(p, h)) * p.seq_len_k;
 #pragma unroll
-            for (int m = 0; m < 2; m++) {
-                const int key_a = k0 + 32 * kw + 16 * m + g, key_b = key_a + 8;
-                int4 bda = make_int4(0, 0, 0, 0), bdb = bda;
-                if (partial) {
-                    bda = key_a < p.seq_len_k ? __ldg(col + key_a) : make_int4(0, INT32_MAX, 0, 0);
-                    bdb = key_b < p.seq_len_k ? __ldg(col + key_b) : make_int4(0, INT32_MAX, 0, 0);
-                }
+            for (int m = 0; m < 2; m++)
 #pragma unroll
                 for (int i = 0; i < 4; i++) {
                     const int qi = 32 * half + 8 * i + 2 * t4;
@@ -540,19 +564,40 @@ template <typename T, int D> __global__ void __launch_bounds__(NTHREADS, 1) bwd_
                     const float2 D2 = *reinterpret_cast<const float2 *>(cD + qi);
 #pragma unroll
                     for (int c = 0; c < 4; c++) {
-                        float pv = fm_exp2(s[m][i][c] * p.scale_log2 - ((c & 1) ? L2.y : L2.x));
-                        if (partial && is_masked(c < 2 ? bda : bdb, q0 + qi + (c & 1)))
-                            pv = 0.f;
+                        const float pv = fm_exp2(s[m][i][c] * p.scale_log2 - ((c & 1) ? L2.y : L2.x));
                         s[m][i][c] = pv;
                         dp[m][i][c] = pv * (dp[m][i][c] - ((c & 1) ? D2.y : D2.x));
                     }
-                    const int r = 32 * kw + 16 * m + g;
+                }
+            /* The element mask only on partial tiles and the ragged last key block: a separate uniform branch, so
+             * that unmasked tiles run no per-element compare. Masked elements may hold inf or NaN above; they
+             * are overwritten here. */
+            if (cls == FM_TILE_PARTIAL || key_tail) {
+                const int4 *cB = sB + buf * BC;
+#pragma unroll
+                for (int m = 0; m < 2; m++) {
+                    const int ka = 32 * kw + 16 * m + g, kb8 = ka + 8;
+                    /* a key past seq_len_k is masked for every row */
+                    const int4 bda = k0 + ka < p.seq_len_k ? cB[ka] : make_int4(0, INT32_MAX, 0, 0);
+                    const int4 bdb = k0 + kb8 < p.seq_len_k ? cB[kb8] : make_int4(0, INT32_MAX, 0, 0);
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+#pragma unroll
+                        for (int c = 0; c < 4; c++)
+                            if (is_masked(c < 2 ? bda : bdb, q0 + 32 * half + 8 * i + 2 * t4 + (c & 1)))
+                                s[m][i][c] = dp[m][i][c] = 0.f;
+                }
+            }
+#pragma unroll
+            for (int m = 0; m < 2; m++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const int r = 32 * kw + 16 * m + g, qi = 32 * half + 8 * i + 2 * t4;
                     *reinterpret_cast<uint32_t *>(sP + r * PS + qi) = TR::pack(s[m][i][0], s[m][i][1]);
                     *reinterpret_cast<uint32_t *>(sP + (r + 8) * PS + qi) = TR::pack(s[m][i][2], s[m][i][3]);
                     *reinterpret_cast<uint32_t *>(sdS + r * PS + qi) = TR::pack(dp[m][i][0], dp[m][i][1]);
                     *reinterpret_cast<uint32_t *>(sdS + (r + 8) * PS + qi) = TR::pack(dp[m][i][2], dp[m][i][3]);
                 }
-            }
         }
         __syncthreads(); /* P^T and dS^T complete */
 
@@ -584,6 +629,7 @@ template <typename T, int D> __global__ void __launch_bounds__(NTHREADS, 1) bwd_
         }
 
         if (dq_atomic) {
+            /* after dV/dK: issuing this product and its atomics first measured 9% slower (H200, D 128) */
             /* dQ = dS K: queries 16 QM rq.. x columns QN cd.. */
             const int rq = DQ24 ? w / 4 : w % 4, cd = DQ24 ? w % 4 : w / 4;
             float acc[QM][QN / 8][4];
@@ -677,18 +723,26 @@ template <typename T> __global__ void __launch_bounds__(NTHREADS) bwd_convert_ke
 
 /* ---- deterministic dQ ------------------------------------------------------------------------------------------ */
 
-template <int D, int DSPLIT> constexpr int dq_smem_bytes()
+/* Key columns per block of the deterministic dQ kernel: 128 (as the main kernel's, so both use one cached
+ * summary), 64 for D = 256 (shared memory). */
+template <int D> constexpr int dq_block() { return D == 256 ? 64 : 128; }
+
+template <int D, int DSPLIT, int NW> constexpr int dq_smem_bytes()
 {
-    return (2 * (16 * (8 / DSPLIT)) * (D + 8) + 4 * BCQ * (D + 8)) * 2 + 2 * BCQ * 16;
+    constexpr int BCQ = dq_block<D>();
+    return (2 * (16 * (NW / DSPLIT)) * (D + 8) + 4 * BCQ * (D + 8)) * 2 + 2 * BCQ * 16;
 }
 
-/* One CTA per (query tile of 16 * 8 / DSPLIT rows, head, batch); warp w owns 16 query rows and D / DSPLIT
- * columns of dQ. The key blocks are visited in increasing order, so the sum order is fixed. */
-template <typename T, int D, int DSPLIT>
-__global__ void __launch_bounds__(NTHREADS, 1) bwd_dq_kernel(const bwd_params p)
+/* One CTA of NW warps per (query tile of 16 * NW / DSPLIT rows, head, batch); warp w owns 16 query rows and
+ * D / DSPLIT columns of dQ. The key blocks are visited in increasing order, so the sum order is fixed. (4 warps
+ * with two CTAs per SM measured 3% slower than 8 warps and one CTA, H200, D 128.) */
+template <typename T, int D, int DSPLIT, int NW>
+__global__ void __launch_bounds__(32 * NW, 8 / NW) bwd_dq_kernel(const bwd_params p)
 {
     using TR = fm_dtype<T>;
-    constexpr int RG = (NTHREADS / 32) / DSPLIT, BRQ = 16 * RG, P = D + 8, DW = D / DSPLIT, NB = BCQ / 8;
+    constexpr int NT = 32 * NW;
+    constexpr int BCQ = dq_block<D>();
+    constexpr int RG = NW / DSPLIT, BRQ = 16 * RG, P = D + 8, DW = D / DSPLIT, NB = BCQ / 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *sQ = reinterpret_cast<T *>(smem_raw); /* [BRQ][P] */
     T *sdO = sQ + BRQ * P;                     /* [BRQ][P] */
@@ -709,7 +763,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_dq_kernel(const bwd_params p)
     {
         const T *gQ = (const T *)p.q.p + b * p.q.sb + h * p.q.sh;
         const T *gO = (const T *)p.d_o.p + b * p.d_o.sb + h * p.d_o.sh;
-        for (int c = tid; c < BRQ * (D / 8); c += NTHREADS) {
+        for (int c = tid; c < BRQ * (D / 8); c += NT) {
             const int r = c / (D / 8), col = (c % (D / 8)) * 8;
             const bool ok = q0 + r < p.seq_len_q;
             const int64_t rr = ok ? q0 + r : 0;
@@ -723,7 +777,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_dq_kernel(const bwd_params p)
     auto load_kv = [&](int j, int buf) {
         const int k0 = j * BCQ;
         T *dK = sK + buf * BCQ * P, *dV = sV + buf * BCQ * P;
-        for (int c = tid; c < BCQ * (D / 8); c += NTHREADS) {
+        for (int c = tid; c < BCQ * (D / 8); c += NT) {
             const int r = c / (D / 8), col = (c % (D / 8)) * 8;
             const bool ok = k0 + r < p.seq_len_k;
             const int64_t rr = ok ? k0 + r : 0;
@@ -735,9 +789,14 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_dq_kernel(const bwd_params p)
             fm_cp_async16(fm_smem_addr(sB + buf * BCQ + tid), gB + (ok ? k0 + tid : 0), ok ? 16 : 0);
         }
     };
+    /* The walk over key blocks; `ahead` holds the summary of block j on entry and is left loading the summary
+     * of the block after the one returned, so its latency hides behind a block of math. */
+    fm_block_summary ahead = sums[0];
     auto next_block = [&](int j, int *cls) {
         for (; j < n_kb; j++) {
-            const fm_block_summary s = sums[j];
+            const fm_block_summary s = ahead;
+            if (j + 1 < n_kb)
+                ahead = sums[j + 1];
             const int c = fm_tile_classify(&s, q0, r1);
             if (c != FM_TILE_SKIPPED) {
                 *cls = c;
@@ -758,21 +817,6 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_dq_kernel(const bwd_params p)
 #pragma unroll
         for (int c = 0; c < 4; c++)
             acc[i][c] = 0.f;
-
-    /* For D <= 128 the warp's Q and dO rows stay in registers as mma A fragments for the whole key walk. */
-    constexpr bool HOLD = D <= 128;
-    constexpr int NF = HOLD ? D / 16 : 1;
-    uint32_t fq[NF][4], fo[NF][4];
-    if constexpr (HOLD) {
-        fm_cp_async_wait<0>();
-        __syncthreads();
-#pragma unroll
-        for (int kk = 0; kk < NF; kk++) {
-            const int arow = 16 * rg + (lane % 8) + ((lane / 8) % 2) * 8, acol = 16 * kk + (lane / 16) * 8;
-            fm_ldmatrix_x4(fq[kk], fm_smem_addr(sQ + arow * P + acol));
-            fm_ldmatrix_x4(fo[kk], fm_smem_addr(sdO + arow * P + acol));
-        }
-    }
 
     int cls = 0, buf = 0;
     int j = next_block(0, &cls);
@@ -800,17 +844,9 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_dq_kernel(const bwd_params p)
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++) {
             uint32_t aq[4], ao[4];
-            if constexpr (HOLD) {
-#pragma unroll
-                for (int x = 0; x < 4; x++) {
-                    aq[x] = fq[kk][x];
-                    ao[x] = fo[kk][x];
-                }
-            } else {
-                const int arow = 16 * rg + (lane % 8) + ((lane / 8) % 2) * 8, acol = 16 * kk + (lane / 16) * 8;
-                fm_ldmatrix_x4(aq, fm_smem_addr(sQ + arow * P + acol));
-                fm_ldmatrix_x4(ao, fm_smem_addr(sdO + arow * P + acol));
-            }
+            const int arow = 16 * rg + (lane % 8) + ((lane / 8) % 2) * 8, acol = 16 * kk + (lane / 16) * 8;
+            fm_ldmatrix_x4(aq, fm_smem_addr(sQ + arow * P + acol));
+            fm_ldmatrix_x4(ao, fm_smem_addr(sdO + arow * P + acol));
 #pragma unroll
             for (int np = 0; np < NB / 2; np++) {
                 uint32_t bk[4], bv[4];
@@ -823,18 +859,22 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_dq_kernel(const bwd_params p)
                 TR::mma(dp[2 * np + 1], ao, bv[2], bv[3]);
             }
         }
-        const bool partial = cls == FM_TILE_PARTIAL || k0 + BCQ > p.seq_len_k;
 #pragma unroll
-        for (int nb = 0; nb < NB; nb++) {
+        for (int nb = 0; nb < NB; nb++)
 #pragma unroll
             for (int c = 0; c < 4; c++) {
-                const int kl = 8 * nb + 2 * t4 + (c & 1);
-                const int row = c < 2 ? row_a : row_b;
-                float pv = fm_exp2(s[nb][c] * p.scale_log2 - (c < 2 ? La : Lb));
-                if (partial && (k0 + kl >= p.seq_len_k || is_masked(cB[kl], row)))
-                    pv = 0.f;
+                const float pv = fm_exp2(s[nb][c] * p.scale_log2 - (c < 2 ? La : Lb));
                 dp[nb][c] = pv * (dp[nb][c] - (c < 2 ? Da : Db));
             }
+        if (cls == FM_TILE_PARTIAL || k0 + BCQ > p.seq_len_k) {
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+                for (int c = 0; c < 4; c++) {
+                    const int kl = 8 * nb + 2 * t4 + (c & 1);
+                    if (k0 + kl >= p.seq_len_k || is_masked(cB[kl], c < 2 ? row_a : row_b))
+                        dp[nb][c] = 0.f;
+                }
         }
         /* dQ += dS K over this warp's D slice. */
 #pragma unroll
@@ -904,14 +944,14 @@ cudaError_t launch_main(const bwd_params &p, cudaStream_t stream)
 template <typename T, int D>
 cudaError_t launch_dq(const bwd_params &p, cudaStream_t stream)
 {
-    constexpr int DSPLIT = D == 256 ? 2 : 1, BRQ = 16 * (8 / DSPLIT);
-    constexpr int smem = dq_smem_bytes<D, DSPLIT>();
-    auto kern = bwd_dq_kernel<T, D, DSPLIT>;
+    constexpr int DSPLIT = D == 256 ? 2 : 1, NW = 8, BRQ = 16 * (NW / DSPLIT);
+    constexpr int smem = dq_smem_bytes<D, DSPLIT, NW>();
+    auto kern = bwd_dq_kernel<T, D, DSPLIT, NW>;
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (e != cudaSuccess)
         return e;
     dim3 grid((p.seq_len_q + BRQ - 1) / BRQ, p.n_head, p.batch);
-    kern<<<grid, NTHREADS, smem, stream>>>(p);
+    kern<<<grid, 32 * NW, smem, stream>>>(p);
     return cudaGetLastError();
 }
 
@@ -1021,7 +1061,7 @@ extern "C" famask_status fm_cuda_bwd(famask_ctx *ctx, famask_mask *mask, const f
         FAMASK_STATUS_OK)
         goto fail;
     if (a->deterministic &&
-        (st = fm_cuda_mask_device(ctx, mask, BCQ, a->stream, NULL, &sum_dq)) != FAMASK_STATUS_OK)
+        (st = fm_cuda_mask_device(ctx, mask, D == 256 ? 64 : 128, a->stream, NULL, &sum_dq)) != FAMASK_STATUS_OK)
         goto fail;
     p.bounds = bounds;
     {
