@@ -247,7 +247,10 @@ famask_status famask_mask_save(famask_ctx *ctx, const famask_mask *mask, const c
 famask_status famask_mask_load(famask_ctx *ctx, const char *path, int seq_len_q, famask_mask **out);
 
 /* FlashMask's startend_row_indices: int32 [batch_m, heads_m, seq_len_k, n_vectors] with n_vectors 1, 2 or 4,
- * plus a causal flag. save_flashmask chooses the fewest vectors that represent the mask and reports them. */
+ * plus a causal flag. save_flashmask chooses the fewest vectors that represent the mask and reports them
+ * (n_vectors and causal may be NULL); it also writes the flag beside the array, in PATH.json
+ * ({"causal": true, "n_vectors": 1, "seq_len_q": ..., ...}). load_flashmask takes causal 0 or 1, or -1 to read
+ * it (and seq_len_q, when seq_len_q <= 0) from PATH.json; seq_len_q <= 0 otherwise means seq_len_k. */
 famask_status famask_mask_save_flashmask(famask_ctx *ctx, const famask_mask *mask, const char *path,
                                          int *n_vectors, int *causal);
 famask_status famask_mask_load_flashmask(famask_ctx *ctx, const char *path, int causal, int seq_len_q,
@@ -296,46 +299,152 @@ void famask_array_free(famask_array *array);
  * Dense masks into the column-sparse form
  * ------------------------------------------------------------------------------------------------------------ */
 
-/* (declarations added with the converter) */
+/* A dense mask is an array [seq_len_q, seq_len_k], [batch, seq_len_q, seq_len_k] or
+ * [batch, n_head, seq_len_q, seq_len_k] (C order) of any famask_dtype. Values follow PyTorch:
+ * - bool and integers: nonzero = may attend (FAMASK_DENSE_TRUE_MEANS_MASKED flips it: nonzero = masked);
+ * - floats (f16, bf16, f32, f64) are additive: 0 (or -0) = visible, -inf = masked; any other value is
+ *   FAMASK_STATUS_BAD_DATA naming the first such element.
+ * Every column must have at most two masked runs, else FAMASK_STATUS_NOT_REPRESENTABLE naming the first such
+ * column (batch, head, column and the runs found) and how many columns fail in all. Identical batch rows and
+ * heads collapse to 1 unless FAMASK_DENSE_KEEP_SHAPE. */
+enum {
+    FAMASK_DENSE_TRUE_MEANS_MASKED = 1,
+    FAMASK_DENSE_KEEP_SHAPE = 2,
+};
+
+/* The column-sparse form of a dense mask held in memory (dense->data in C order, little endian). */
+famask_status famask_mask_from_dense(famask_ctx *ctx, const famask_array *dense, unsigned flags, famask_mask **out);
+
+/* The streaming converter behind famask_mask_from_dense and famask_mask_convert_file, for callers that
+ * produce a dense mask piece by piece (from their own buffers, a socket, a generator): create it with the
+ * dense shape, push whole rows of seq_len_k elements in C order (rows run through seq_len_q, then the next
+ * head, then the next batch row; any number of rows a call), then finish. Memory: O(seq_len_k) besides the
+ * result; the rows are not kept. A push after an error returns that error again. finish fails with
+ * INVALID_ARGUMENT if rows are missing. free releases the converter (finished or not). */
+typedef struct famask_converter famask_converter;
+famask_status famask_converter_create(famask_ctx *ctx, famask_dtype dtype, int ndim, const int64_t *shape,
+                                      unsigned flags, famask_converter **out);
+famask_status famask_converter_push(famask_ctx *ctx, famask_converter *conv, const void *rows, int64_t n_rows);
+famask_status famask_converter_finish(famask_ctx *ctx, famask_converter *conv, famask_mask **out);
+void famask_converter_free(famask_converter *conv);
+
+/* Options of famask_mask_convert_file (zero-initialise, then set what you need). */
+typedef struct famask_convert_opts {
+    unsigned flags;        /* FAMASK_DENSE_* */
+    const char *array;     /* .npz: the member to read (with or without ".npy"); NULL: the only one */
+    int raw;               /* nonzero: the input is raw bytes of raw_dtype in C order, shape raw_shape */
+    famask_dtype raw_dtype;
+    int raw_ndim;          /* 2, 3 or 4 */
+    int64_t raw_shape[4];
+    /* Called now and then with the bytes of dense data converted so far and in all (may be NULL). */
+    void (*progress)(void *user, int64_t done, int64_t total);
+    void *progress_user;
+} famask_convert_opts;
+
+/* Converts a dense mask file: .npy (bool, uint8..uint64, int8..int64, float16/32/64; C or Fortran order,
+ * either endianness), .npz (stored or deflated members; opts->array picks one, else the archive must hold
+ * exactly one array, and the error lists the names), gzip-compressed data (.npy.gz, or raw bytes), or raw bytes
+ * (opts->raw). The format is recognised from the content, not the name. path "-" reads standard input (not for
+ * .npz, which needs its directory at the end of the file). Streams in chunks: memory is O(seq_len_k) plus one
+ * chunk of rows. Fortran-order files stream column by column instead (the file's own order), with memory
+ * O(batch * n_head) plus one chunk. Errors: CANNOT_OPEN, BAD_DATA (malformed or truncated input, bad values),
+ * NOT_REPRESENTABLE, IO; nothing is returned on failure. */
+famask_status famask_mask_convert_file(famask_ctx *ctx, const char *path, const famask_convert_opts *opts,
+                                       famask_mask **out);
 
 /* ------------------------------------------------------------------------------------------------------------
  * Attention
+ *
+ * Shapes (B = batch, Nq = seq_len_q, Nk = seq_len_k, H = n_head, H_kv = n_head_kv, D = head_dim):
+ *   q, o, d_o, dq   [B, Nq, H, D]        k, v, dk, dv   [B, Nk, H_kv, D]        lse   [B, H, Nq] fp32, contiguous
+ *   mask            [batch_m, heads_m, Nk, 4]
+ *
+ * Which mask slice a (batch row b, query head h) uses: batch row b if batch_m == B, else 0; head
+ *   h                    if heads_m == H   (a mask per query head),
+ *   h / (H / H_kv)       if heads_m == H_kv (a mask per key/value head, shared by its group of query heads),
+ *   0                    if heads_m == 1   (one mask for all heads).
+ * (When H == H_kv the first two agree.) Query head h reads key/value head h / (H / H_kv) (GQA/MQA).
+ *
+ * What is supported (anything else fails before any work, with a message naming the argument):
+ * - device CPU: dtype BF16, F16 or F32; CUDA: BF16 or F16; CUDA_UNFUSED: BF16 or F16, forward only.
+ *   Unsupported dtypes and head dims give FAMASK_STATUS_UNSUPPORTED; malformed arguments
+ *   FAMASK_STATUS_INVALID_ARGUMENT.
+ * - head_dim 32, 64, 96, 128 or 256 on every device; n_head % n_head_kv == 0; every size >= 1 and
+ *   seq_len_q, seq_len_k <= FAMASK_MAX_SEQ_LEN; seq_len_q != seq_len_k is fine.
+ * - The mask's batch_m 1 or batch, heads_m 1, n_head_kv or n_head, and its seq_len_q, seq_len_k equal to the
+ *   arguments'.
+ * - Strides in elements, >= 0; the head_dim dimension is contiguous (stride 1, implicit). Inputs may share
+ *   memory (e.g. q, k, v sliced from one packed qkv tensor). Outputs must not alias: an output whose strides
+ *   map two elements to one address is rejected, as are outputs at the same address as each other or as an
+ *   input (attention does not run in place). Partial overlaps between different tensors are not detected:
+ *   the caller must avoid them.
+ * - CUDA only: every tensor's data 16-byte aligned and its strides multiples of 16 bytes (8 elements), which
+ *   the kernels' 16-byte loads need (FlashAttention has the same rule); otherwise FAMASK_STATUS_UNSUPPORTED.
+ * - softmax_scale finite; 0 means 1 / sqrt(head_dim). Negative scales are allowed.
+ *
+ * Numerics: a row with no visible key gets o = 0, lse = -inf and zero gradients, never NaN; logits are
+ * max-subtracted, so large scales do not overflow. The CPU device accumulates in float64 and rounds each output
+ * once (round to nearest even); it is the reference the kernels are tested against, and is usable as a
+ * fallback (it skips fully masked tiles with the kernels' rule and runs on a few threads).
  * ------------------------------------------------------------------------------------------------------------ */
 
 typedef enum famask_device {
-    FAMASK_DEVICE_CPU = 0,          /* the reference path: float64 accumulation, skips fully masked tiles */
-    FAMASK_DEVICE_CUDA = 1,         /* the fused kernels */
+    FAMASK_DEVICE_CPU = 0,          /* the reference path: float64 accumulation, skips fully masked tiles; host
+                                       pointers */
+    FAMASK_DEVICE_CUDA = 1,         /* the fused kernels; device pointers */
     FAMASK_DEVICE_CUDA_UNFUSED = 2, /* standard attention on cuBLAS (S = QK^T, masked softmax, O = PV), forward
                                        only: the checker for sizes the CPU cannot reach, and a benchmark row */
 } famask_device;
 
-/* A 4-D tensor [batch, seq, head, head_dim]. Strides are in elements; the last dimension is contiguous.
- * FlashAttention's [B, N, H, D] and PyTorch's [B, H, N, D] differ only in strides. */
+/* A 4-D tensor [batch, seq, head, head_dim]: element (b, n, h, x) is at
+ * data + b * stride_batch + n * stride_seq + h * stride_head + x (in elements of the args' dtype).
+ * FlashAttention's [B, N, H, D] and PyTorch's [B, H, N, D] differ only in strides: for a contiguous [B, N, H, D]
+ * tensor, stride_batch = N * H * D, stride_seq = H * D, stride_head = D; for [B, H, N, D], stride_batch = H * N * D,
+ * stride_seq = D, stride_head = N * D. */
 typedef struct famask_tensor {
     void *data;
     int64_t stride_batch, stride_seq, stride_head;
 } famask_tensor;
 
+/* The arguments of one attention call. Zero-initialise it and fill what the call reads; the library never keeps a
+ * pointer past the call (on CUDA, past the work queued on the stream) and never writes an input. */
 typedef struct famask_attn_args {
     int batch, n_head, n_head_kv, seq_len_q, seq_len_k, head_dim;
-    famask_dtype dtype;   /* BF16 or F16 (CUDA); also F32 on the CPU */
-    famask_tensor q, k, v; /* q [B, Nq, H, D]; k, v [B, Nk, H_kv, D] */
-    famask_tensor o;      /* forward output, like q; read by the backward */
-    float *lse;           /* [B, H, Nq] fp32, contiguous; may be NULL in the forward; required by the backward */
-    famask_tensor d_o, dq, dk, dv; /* backward only: d_o, dq like q; dk, dv like k */
+    famask_dtype dtype;   /* of q, k, v, o, d_o, dq, dk, dv: BF16 or F16 (CUDA); also F32 on the CPU */
+    famask_tensor q, k, v; /* inputs: q [B, Nq, H, D]; k, v [B, Nk, H_kv, D] */
+    famask_tensor o;      /* forward: output, like q; backward: input (the forward's o) */
+    float *lse;           /* [B, H, Nq] fp32, contiguous, natural log; forward: output, may be NULL;
+                             backward: input (the forward's lse), required */
+    famask_tensor d_o, dq, dk, dv; /* backward only: d_o input, dq output, like q; dk, dv outputs, like k. dk and
+                                      dv are summed over the query heads of each key/value head's group */
     float softmax_scale;  /* 0 means 1 / sqrt(head_dim) */
-    int deterministic;    /* backward: bitwise-reproducible gradients */
+    int deterministic;    /* backward: bitwise-reproducible gradients (always so on the CPU) */
     famask_device device;
-    void *stream;         /* cudaStream_t for CUDA; NULL for the default stream or the CPU */
+    void *stream;         /* cudaStream_t for CUDA; NULL for the default stream; ignored on the CPU */
 } famask_attn_args;
 
-/* o = softmax(scale * q k^T + mask) v, and lse = log-sum-exp of each row (natural log). A row with no visible
- * key gets o = 0 and lse = -inf. The mask's batch_m must be 1 or batch, heads_m 1, n_head_kv or n_head, its
- * seq_len_q and seq_len_k equal to the arguments'. */
+/* o = softmax(scale * q k^T + mask) v per (batch row, query head), and lse = the log-sum-exp of each row's
+ * scaled, masked logits (natural log). A row with no visible key gets o = 0 and lse = -inf.
+ * On CUDA the call is asynchronous on args->stream and uploads the mask on first use (famask_mask_upload), which
+ * is why the mask is not const. Returns FAMASK_STATUS_OK, or INVALID_ARGUMENT / UNSUPPORTED (see above; nothing
+ * written), NO_DEVICE (built without CUDA, or no GPU), CUDA, NO_MEMORY. */
 famask_status famask_attn_fwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args);
 
-/* dq, dk, dv from q, k, v, o, lse and d_o. Fully masked rows get zero gradients. */
+/* dq, dk, dv from q, k, v, o, lse and d_o (the shapes and mask of the forward that made o and lse; every tensor
+ * has its own strides):
+ * with P = exp(scale * q k^T - lse) on visible pairs (0 elsewhere), D = rowsum(d_o * o):
+ *   dv = P^T d_o,  dS = P * (d_o v^T - D),  dq = scale * dS k,  dk = scale * dS^T q,
+ * dk and dv summed over the query heads of a group. Rows with lse = -inf get zero gradients. The CUDA backward
+ * honours args->deterministic; the CPU backward is always deterministic. Status as for the forward; the
+ * cuda_unfused device has no backward (UNSUPPORTED). */
 famask_status famask_attn_bwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args);
+
+/* Device memory for callers without a CUDA runtime of their own (the CLI, ctypes users). Copies are synchronous.
+ * Without CUDA each returns FAMASK_STATUS_NO_DEVICE. famask_device_free(NULL) is a no-op. */
+famask_status famask_device_alloc(famask_ctx *ctx, size_t bytes, void **out);
+void famask_device_free(void *ptr);
+famask_status famask_device_upload(famask_ctx *ctx, void *device_dst, const void *host_src, size_t bytes);
+famask_status famask_device_download(famask_ctx *ctx, void *host_dst, const void *device_src, size_t bytes);
 
 /* Makes (or refreshes) the device copy of the mask and its per-block summaries for the kernels, cached with the
  * mask and freed with it. famask_attn_* on CUDA upload on first use; call this to do it ahead of time. */

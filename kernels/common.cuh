@@ -38,6 +38,15 @@ template <> struct fm_dtype<__nv_bfloat16> {
     {
         return __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&x));
     }
+    /* c = a * b: the zero accumulator is an immediate (RZ in SASS), so nothing is zeroed or kept live first */
+    static FM_DEV void mma_zero(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+    {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                     "{0f00000000, 0f00000000, 0f00000000, 0f00000000};\n"
+                     : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
     /* c += a * b */
     static FM_DEV void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
     {
@@ -57,6 +66,15 @@ template <> struct fm_dtype<__half> {
     static FM_DEV float2 unpack(uint32_t x)
     {
         return __half22float2(*reinterpret_cast<__half2 *>(&x));
+    }
+    /* c = a * b: the zero accumulator is an immediate (RZ in SASS), so nothing is zeroed or kept live first */
+    static FM_DEV void mma_zero(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+    {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                     "{0f00000000, 0f00000000, 0f00000000, 0f00000000};\n"
+                     : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
     }
     static FM_DEV void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
     {
@@ -79,6 +97,24 @@ template <int DS> FM_DEV int fm_swz(int r, int c)
 {
     static_assert(DS % 64 == 0, "swizzled rows must hold whole groups of eight 16-byte chunks");
     return r * DS + ((c ^ (r & 7)) << 3);
+}
+
+/* Byte offset of the ldmatrix row address of a lane, split so that the loops over k need no per-step address
+ * register: a lane reads row r at chunk cc + hi, where cc is an even compile-time constant and hi (0 or 1) depends
+ * on the lane. With rows of DS elements (a multiple of 128 bytes), that chunk's swizzled byte offset is
+ *     (lane_off ^ ((cc & 7) << 4)) + ((cc & ~7) << 4),  lane_off = 2 * r * DS + ((hi ^ (r & 7)) << 4)
+ * fm_swz_lane gives lane_off once; fm_swz_step (cc even, a constant after unrolling) applies a step with an xor that
+ * the compiler may not hoist (a hoisted copy per step would hold one register per k step across the main loop). */
+template <int DS> FM_DEV uint32_t fm_swz_lane(int r, int hi)
+{
+    return (uint32_t)(2 * r * DS + ((hi ^ (r & 7)) << 4));
+}
+
+FM_DEV uint32_t fm_swz_step(uint32_t lane_off, int cc)
+{
+    uint32_t x;
+    asm volatile("xor.b32 %0, %1, %2;\n" : "=r"(x) : "r"(lane_off), "r"((cc & 6) << 4));
+    return x + ((cc & ~7) << 4);
 }
 
 /* ---- ldmatrix ---------------------------------------------------------------------------------------------- */

@@ -20,6 +20,8 @@ famask_status fm_cuda_fwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_
 famask_status fm_cuda_bwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args);
 /* Standard (unfused) attention forward on cuBLAS, in tiles of query rows; FAMASK_DEVICE_CUDA_UNFUSED. */
 famask_status fm_cuda_unfused_fwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args);
+/* Bytes of fp32 scores per tile of query rows in fm_cuda_unfused_fwd (default 1 GiB); tests lower it. */
+extern size_t fm_cuda_unfused_tile_bytes;
 
 /* The device copy of the mask vectors ([batch_m, heads_m, seq_len_k, 4] int32), uploaded on first use and
  * cached in the mask (mask->dev), and its per-key-block summaries for block size block_k

@@ -5,7 +5,9 @@
  * fm_block_summary [batch_m, heads_m, ceil(seq_len_k / block_k)] (min/max of each interval's start and end over a
  * key block, the input of fm_tile_classify) are computed there by a small kernel, one warp per key block. Both
  * are cached in mask->dev (freed through mask->dev_free with the mask) for up to FM_SUMMARY_SLOTS block sizes,
- * so the forward and the backward, which may use different key blocks, each find theirs.
+ * so the forward and the backward, which may use different key blocks, each find theirs. The first use makes
+ * the vectors and the summaries of the forward's block sizes with one allocation, one copy and one launch
+ * (allocations cost about as much as the copy of a 131,072-column mask).
  *
  * A mask may be shared between threads once built, but its device cache is filled on first use: callers that
  * share a mask across threads should call famask_mask_upload first.
@@ -23,10 +25,12 @@ static const int upload_block_sizes[] = {64, 128};
 
 struct mask_dev {
     int device;        /* the CUDA device that holds the copy */
-    int32_t *bounds;   /* [batch_m, heads_m, seq_len_k, 4] */
+    void *block;       /* one allocation: the vectors, then the summaries made at upload */
+    int32_t *bounds;   /* [batch_m, heads_m, seq_len_k, 4], inside block */
     int64_t n_columns; /* batch_m * heads_m * seq_len_k */
     struct {
-        int block_k;   /* 0: slot unused */
+        int block_k; /* 0: slot unused */
+        int owned;   /* summaries is its own allocation (else it lies inside block) */
         fm_block_summary *summaries;
     } slot[FM_SUMMARY_SLOTS];
     int next_evict;
@@ -39,21 +43,35 @@ static void mask_dev_free(void *p)
         return;
     /* cudaFree waits for the device, so no kernel still reading these is cut short. Errors are ignored: this
      * runs from famask_mask_free, which cannot report them. */
-    cudaFree(d->bounds);
+    cudaFree(d->block);
     for (int i = 0; i < FM_SUMMARY_SLOTS; i++)
-        cudaFree(d->slot[i].summaries);
+        if (d->slot[i].owned)
+            cudaFree(d->slot[i].summaries);
     free(d);
 }
 
-/* Grid (ceil(n_blocks / 4), batch_m * heads_m), 128 threads: warp w of CTA x summarises key block 4x + w. */
-__global__ void __launch_bounds__(128) summarise_kernel(const int32_t *__restrict__ bounds, int seq_len_k,
-                                                         int block_k, int n_blocks, fm_block_summary *out)
+/* The block sizes one summarise_kernel launch handles: blockIdx.z picks one. */
+struct summary_jobs {
+    int n;
+    int block_k[FM_SUMMARY_SLOTS];
+    fm_block_summary *out[FM_SUMMARY_SLOTS];
+};
+
+/* Grid (batch_m * heads_m * per_bh, 1, jobs.n), 128 threads, per_bh = ceil(most blocks of any job / 4): warp w of
+ * CTA x summarises key block 4 (x % per_bh) + w of (b, h) number x / per_bh, for block size
+ * jobs.block_k[blockIdx.z]. (The (b, h) index rides on x, whose limit is 2^31 - 1, not on y's 65535.) */
+__global__ void __launch_bounds__(128)
+    summarise_kernel(const int32_t *__restrict__ bounds, int seq_len_k, int per_bh, const summary_jobs jobs)
 {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int kb = blockIdx.x * 4 + warp;
+    const int block_k = jobs.block_k[blockIdx.z];
+    fm_block_summary *out = jobs.out[blockIdx.z];
+    const int n_blocks = (seq_len_k + block_k - 1) / block_k;
+    const int64_t bh = blockIdx.x / per_bh;
+    const int kb = (blockIdx.x % per_bh) * 4 + warp;
     if (kb >= n_blocks)
         return;
-    const int4 *col = reinterpret_cast<const int4 *>(bounds) + (int64_t)blockIdx.y * seq_len_k;
+    const int4 *col = reinterpret_cast<const int4 *>(bounds) + bh * seq_len_k;
     const int c0 = kb * block_k;
     const int c1 = min(c0 + block_k, seq_len_k);
     int smin0 = INT32_MAX, smax0 = INT32_MIN, emin0 = INT32_MAX, emax0 = INT32_MIN;
@@ -89,24 +107,41 @@ __global__ void __launch_bounds__(128) summarise_kernel(const int32_t *__restric
         s.smax[1] = smax1;
         s.emin[1] = emin1;
         s.emax[1] = emax1;
-        out[(int64_t)blockIdx.y * n_blocks + kb] = s;
+        out[bh * n_blocks + kb] = s;
     }
 }
 
-static famask_status summarise(famask_ctx *ctx, const famask_mask *mask, const struct mask_dev *d, int block_k,
-                               fm_block_summary *out, cudaStream_t stream)
+/* Computes the summaries of jobs (one launch for all of them). */
+static famask_status summarise(famask_ctx *ctx, const famask_mask *mask, const struct mask_dev *d,
+                               const summary_jobs &jobs, cudaStream_t stream)
 {
     famask_status st = FAMASK_STATUS_OK;
-    int n_blocks = (mask->seq_len_k + block_k - 1) / block_k;
-    dim3 grid((n_blocks + 3) / 4, mask->batch_m * mask->heads_m);
-    summarise_kernel<<<grid, 128, 0, stream>>>(d->bounds, mask->seq_len_k, block_k, n_blocks, out);
+    int smallest = INT32_MAX;
+    for (int i = 0; i < jobs.n; i++)
+        smallest = jobs.block_k[i] < smallest ? jobs.block_k[i] : smallest;
+    if (jobs.n == 0)
+        return FAMASK_STATUS_OK;
+    int most_blocks = (mask->seq_len_k + smallest - 1) / smallest;
+    int per_bh = (most_blocks + 3) / 4;
+    dim3 grid((unsigned)((int64_t)mask->batch_m * mask->heads_m * per_bh), 1, jobs.n);
+    summarise_kernel<<<grid, 128, 0, stream>>>(d->bounds, mask->seq_len_k, per_bh, jobs);
     FM_CUDA_LAUNCHED(ctx);
 fail:
     return st;
 }
 
-static famask_status copy_vectors(famask_ctx *ctx, const famask_mask *mask, struct mask_dev *d,
-                                  cudaStream_t stream)
+static size_t summaries_bytes(const famask_mask *mask, int block_k)
+{
+    int n_blocks = (mask->seq_len_k + block_k - 1) / block_k;
+    return (size_t)mask->batch_m * mask->heads_m * n_blocks * sizeof(fm_block_summary);
+}
+
+static size_t round256(size_t n)
+{
+    return (n + 255) & ~(size_t)255;
+}
+
+static famask_status copy_vectors(famask_ctx *ctx, const famask_mask *mask, struct mask_dev *d, cudaStream_t stream)
 {
     famask_status st = FAMASK_STATUS_OK;
     FM_CUDA(ctx, cudaMemcpyAsync(d->bounds, mask->bounds, (size_t)d->n_columns * 4 * sizeof(int32_t),
@@ -115,13 +150,29 @@ fail:
     return st;
 }
 
-/* The device copy of the vectors, made (or moved to the current device) if needed. */
-static famask_status ensure_vectors(famask_ctx *ctx, famask_mask *mask, cudaStream_t stream,
-                                    struct mask_dev **out)
+/* The jobs that recompute every cached summary. */
+static summary_jobs all_slots(const struct mask_dev *d)
+{
+    summary_jobs jobs;
+    jobs.n = 0;
+    for (int i = 0; i < FM_SUMMARY_SLOTS; i++) {
+        if (d->slot[i].block_k) {
+            jobs.block_k[jobs.n] = d->slot[i].block_k;
+            jobs.out[jobs.n++] = d->slot[i].summaries;
+        }
+    }
+    return jobs;
+}
+
+/* The device copy of the vectors and of the summaries for upload_block_sizes, made (or moved to the current
+ * device) if needed: one allocation, one copy, one summary launch. */
+static famask_status ensure_vectors(famask_ctx *ctx, famask_mask *mask, cudaStream_t stream, struct mask_dev **out)
 {
     famask_status st = FAMASK_STATUS_OK;
     struct mask_dev *d = NULL;
     int device = 0, n_devices = 0;
+    size_t vbytes, total;
+    const int n_upload = (int)(sizeof upload_block_sizes / sizeof upload_block_sizes[0]);
 
     *out = NULL;
     if (cudaGetDeviceCount(&n_devices) != cudaSuccess || n_devices == 0) {
@@ -140,8 +191,21 @@ static famask_status ensure_vectors(famask_ctx *ctx, famask_mask *mask, cudaStre
         return FAMASK_STATUS_NO_MEMORY;
     d->device = device;
     d->n_columns = (int64_t)mask->batch_m * mask->heads_m * mask->seq_len_k;
-    FM_CUDA(ctx, cudaMalloc((void **)&d->bounds, (size_t)d->n_columns * 4 * sizeof(int32_t)));
+    vbytes = round256((size_t)d->n_columns * 4 * sizeof(int32_t));
+    total = vbytes;
+    for (int i = 0; i < n_upload; i++)
+        total += round256(summaries_bytes(mask, upload_block_sizes[i]));
+    FM_CUDA(ctx, cudaMalloc(&d->block, total));
+    d->bounds = (int32_t *)d->block;
+    total = vbytes;
+    for (int i = 0; i < n_upload; i++) {
+        d->slot[i].block_k = upload_block_sizes[i];
+        d->slot[i].summaries = (fm_block_summary *)((char *)d->block + total);
+        total += round256(summaries_bytes(mask, upload_block_sizes[i]));
+    }
     if ((st = copy_vectors(ctx, mask, d, stream)) != FAMASK_STATUS_OK)
+        goto fail;
+    if ((st = summarise(ctx, mask, d, all_slots(d), stream)) != FAMASK_STATUS_OK)
         goto fail;
     mask->dev = d;
     mask->dev_free = mask_dev_free;
@@ -152,12 +216,13 @@ fail:
     return st;
 }
 
-/* The summaries for block_k, computed into a free slot (or the oldest one) on first request. */
+/* The summaries for block_k: made with the vectors for upload_block_sizes, else computed into a free slot (or
+ * the oldest one) on first request. */
 static famask_status ensure_summaries(famask_ctx *ctx, const famask_mask *mask, struct mask_dev *d, int block_k,
                                       cudaStream_t stream, const fm_block_summary **out)
 {
     famask_status st = FAMASK_STATUS_OK;
-    int n_blocks = (mask->seq_len_k + block_k - 1) / block_k;
+    summary_jobs job;
     int i;
 
     for (i = 0; i < FM_SUMMARY_SLOTS; i++) {
@@ -172,15 +237,21 @@ static famask_status ensure_summaries(famask_ctx *ctx, const famask_mask *mask, 
         i = d->next_evict;
         d->next_evict = (d->next_evict + 1) % FM_SUMMARY_SLOTS;
         /* cudaFree waits for the kernels that may still read the evicted summaries. */
-        FM_CUDA(ctx, cudaFree(d->slot[i].summaries));
+        if (d->slot[i].owned)
+            FM_CUDA(ctx, cudaFree(d->slot[i].summaries));
         d->slot[i].summaries = NULL;
         d->slot[i].block_k = 0;
+        d->slot[i].owned = 0;
     }
-    FM_CUDA(ctx, cudaMalloc((void **)&d->slot[i].summaries,
-                            (size_t)mask->batch_m * mask->heads_m * n_blocks * sizeof(fm_block_summary)));
-    if ((st = summarise(ctx, mask, d, block_k, d->slot[i].summaries, stream)) != FAMASK_STATUS_OK) {
+    FM_CUDA(ctx, cudaMalloc((void **)&d->slot[i].summaries, summaries_bytes(mask, block_k)));
+    d->slot[i].owned = 1;
+    job.n = 1;
+    job.block_k[0] = block_k;
+    job.out[0] = d->slot[i].summaries;
+    if ((st = summarise(ctx, mask, d, job, stream)) != FAMASK_STATUS_OK) {
         cudaFree(d->slot[i].summaries);
         d->slot[i].summaries = NULL;
+        d->slot[i].owned = 0;
         goto fail;
     }
     d->slot[i].block_k = block_k;
@@ -226,18 +297,11 @@ extern "C" famask_status famask_mask_upload(famask_ctx *ctx, famask_mask *mask, 
     if ((st = ensure_vectors(ctx, mask, s, &d)) != FAMASK_STATUS_OK)
         return st;
     if (!fresh) {
-        /* A refresh: copy the vectors again and recompute every cached summary in place. */
+        /* A refresh: copy the vectors again and recompute every cached summary in place. (When the copy was
+         * just remade for another device, this repeats work but is still right.) */
         if ((st = copy_vectors(ctx, mask, d, s)) != FAMASK_STATUS_OK)
             return st;
-        for (int i = 0; i < FM_SUMMARY_SLOTS; i++) {
-            if (d->slot[i].block_k &&
-                (st = summarise(ctx, mask, d, d->slot[i].block_k, d->slot[i].summaries, s)) != FAMASK_STATUS_OK)
-                return st;
-        }
-    }
-    for (size_t i = 0; i < sizeof upload_block_sizes / sizeof upload_block_sizes[0]; i++) {
-        const fm_block_summary *unused;
-        if ((st = ensure_summaries(ctx, mask, d, upload_block_sizes[i], s, &unused)) != FAMASK_STATUS_OK)
+        if ((st = summarise(ctx, mask, d, all_slots(d), s)) != FAMASK_STATUS_OK)
             return st;
     }
     return FAMASK_STATUS_OK;

@@ -36,6 +36,24 @@ famask_status famask_mask_upload(famask_ctx *ctx, famask_mask *mask, void *strea
     return no_cuda(ctx);
 }
 
+famask_status famask_device_alloc(famask_ctx *ctx, size_t bytes, void **out)
+{
+    *out = NULL;
+    return no_cuda(ctx);
+}
+
+void famask_device_free(void *ptr) {}
+
+famask_status famask_device_upload(famask_ctx *ctx, void *device_dst, const void *host_src, size_t bytes)
+{
+    return no_cuda(ctx);
+}
+
+famask_status famask_device_download(famask_ctx *ctx, void *host_dst, const void *device_src, size_t bytes)
+{
+    return no_cuda(ctx);
+}
+
 #else
 typedef int fm_cuda_on; /* ISO C forbids an empty translation unit */
 #endif

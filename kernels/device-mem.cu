@@ -1,0 +1,40 @@
+/*
+ * device-mem.cu: plain device allocations and synchronous copies, so that programs without a CUDA runtime of
+ * their own (the famask CLI, ctypes callers) can hand device tensors to famask_attn_*.
+ */
+#include "cuda-check.cuh"
+
+extern "C" famask_status famask_device_alloc(famask_ctx *ctx, size_t bytes, void **out)
+{
+    famask_status st = FAMASK_STATUS_OK;
+    *out = NULL;
+    FM_CUDA(ctx, cudaMalloc(out, bytes ? bytes : 1));
+    return FAMASK_STATUS_OK;
+fail:
+    *out = NULL;
+    return st;
+}
+
+extern "C" void famask_device_free(void *ptr)
+{
+    if (ptr)
+        cudaFree(ptr);
+}
+
+static famask_status copy(famask_ctx *ctx, void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
+{
+    famask_status st = FAMASK_STATUS_OK;
+    FM_CUDA(ctx, cudaMemcpy(dst, src, bytes, kind));
+fail:
+    return st;
+}
+
+extern "C" famask_status famask_device_upload(famask_ctx *ctx, void *device_dst, const void *host_src, size_t bytes)
+{
+    return copy(ctx, device_dst, host_src, bytes, cudaMemcpyHostToDevice);
+}
+
+extern "C" famask_status famask_device_download(famask_ctx *ctx, void *host_dst, const void *device_src, size_t bytes)
+{
+    return copy(ctx, host_dst, device_src, bytes, cudaMemcpyDeviceToHost);
+}
