@@ -295,6 +295,12 @@ famask_status famask_array_create(famask_ctx *ctx, famask_dtype dtype, int ndim,
                                   famask_array **out);
 void famask_array_free(famask_array *array);
 
+/* Converts n elements between F64, F32, F16 and BF16 (rounding to nearest even; correctly rounded from F64).
+ * Other dtypes: FAMASK_STATUS_UNSUPPORTED. dst and src must not overlap unless they are the same buffer and
+ * dtype size. */
+famask_status famask_cast(famask_ctx *ctx, void *dst, famask_dtype dst_dtype, const void *src, famask_dtype src_dtype,
+                          size_t n);
+
 /* ------------------------------------------------------------------------------------------------------------
  * Dense masks into the column-sparse form
  * ------------------------------------------------------------------------------------------------------------ */
@@ -445,6 +451,8 @@ famask_status famask_device_alloc(famask_ctx *ctx, size_t bytes, void **out);
 void famask_device_free(void *ptr);
 famask_status famask_device_upload(famask_ctx *ctx, void *device_dst, const void *host_src, size_t bytes);
 famask_status famask_device_download(famask_ctx *ctx, void *host_dst, const void *device_src, size_t bytes);
+/* Waits until all work on the device has finished (for timing from the host). */
+famask_status famask_device_synchronize(famask_ctx *ctx);
 
 /* Makes (or refreshes) the device copy of the mask and its per-block summaries for the kernels, cached with the
  * mask and freed with it. famask_attn_* on CUDA upload on first use; call this to do it ahead of time. */

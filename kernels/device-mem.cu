@@ -38,3 +38,11 @@ extern "C" famask_status famask_device_download(famask_ctx *ctx, void *host_dst,
 {
     return copy(ctx, host_dst, device_src, bytes, cudaMemcpyDeviceToHost);
 }
+
+extern "C" famask_status famask_device_synchronize(famask_ctx *ctx)
+{
+    famask_status st = FAMASK_STATUS_OK;
+    FM_CUDA(ctx, cudaDeviceSynchronize());
+fail:
+    return st;
+}

@@ -54,6 +54,11 @@ famask_status famask_device_download(famask_ctx *ctx, void *host_dst, const void
     return no_cuda(ctx);
 }
 
+famask_status famask_device_synchronize(famask_ctx *ctx)
+{
+    return no_cuda(ctx);
+}
+
 #else
 typedef int fm_cuda_on; /* ISO C forbids an empty translation unit */
 #endif

@@ -243,6 +243,26 @@ static void test_outputs(void)
     golden("compile specs/causal.yaml --layout flashmask", 64, "", "--layout flashmask writes a .npy file");
 }
 
+/* famask bench on the cpu device: the header line, a forward and a backward line, and its usage errors. */
+static void test_bench(void)
+{
+    char *out = NULL, *err = NULL;
+    int rc = run("bench --mask specs/causal.yaml -n 100 -H 2 --kv-heads 1 -D 32 --device cpu --bwd --reps 2 "
+                 "--warmup 0",
+                 &out, &err);
+    CHECK(rc == 0, "bench on the cpu: exit %d (stderr: %s)", rc, err);
+    CHECK(strstr(out, "B 1 H 2 Hkv 1 Nq 100 Nk 100 D 32 bf16 bnhd on cpu, visible 50.50%") != NULL, "bench header: %s",
+          out);
+    CHECK(strstr(out, "\nfwd: median ") != NULL && strstr(out, "\nbwd: median ") != NULL, "bench lines: %s", out);
+    free(out);
+    free(err);
+    golden("bench -H 2", 64, "", "--mask is required");
+    golden("bench --mask specs/causal.yaml -D 80 --device cpu -n 64 --reps 1", 65, NULL,
+           "'head_dim' 80 is not supported");
+    golden("bench --mask specs/causal.yaml --device cuda-unfused --bwd", 64, "", "forward only");
+    golden("bench --mask specs/causal.yaml --dtype f64", 64, "", "'f64' is not a value of --dtype");
+}
+
 int main(void)
 {
     tl_seed("test-cli");
@@ -255,6 +275,7 @@ int main(void)
     test_exit_codes();
     test_bad_corpus();
     test_outputs();
+    test_bench();
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0)
