@@ -5,48 +5,19 @@
  */
 #include "families.h"
 
-#include <stdlib.h>
-
-typedef struct params {
-    const int *lengths;
-    int n;
-} params;
-
-static void fill(const void *p_, int seq_len_q, int seq_len_k, int32_t *bounds)
+static void col(int32_t *bounds, int64_t j, int seq_len_q, int64_t s, int64_t e, int64_t last_start)
 {
-    const params *p = p_;
-    int64_t last = seq_len_k - p->lengths[p->n - 1], s = 0;
-    for (int d = 0; d < p->n; d++) {
-        int64_t e = s + p->lengths[d];
-        for (int64_t j = s; j < e; j++)
-            fm_col_set(bounds, j, seq_len_q, 0, j, d == p->n - 1 ? 0 : e, d == p->n - 1 ? 0 : last);
-        s = e;
-    }
+    int in_last = s == last_start;
+    fm_col_set(bounds, j, seq_len_q, 0, j, in_last ? 0 : e, in_last ? 0 : last_start);
 }
 
-famask_status famask_mask_causal_blockwise(famask_ctx *ctx, const int *lengths, int n_blocks, famask_mask **out)
+famask_status famask_mask_causal_blockwise(famask_ctx *ctx, const int *lengths, int n, famask_mask **out)
 {
-    *out = NULL;
-    int n = 0;
-    famask_status st = fm_lengths_check(ctx, lengths, n_blocks, "blocks", &n);
-    if (st)
-        return st;
-    params p = {lengths, n_blocks};
-    return fm_family_build(ctx, n, n, fill, &p, out);
+    return fm_segments_build(ctx, lengths, n, "blocks", col, out);
 }
 
 FM_FAMILY_COMPILE(fm_compile_causal_blockwise)
 {
-    static const char *const keys[] = {"type", "blocks", NULL};
-    const fm_node *n = NULL;
-    int *lengths = NULL, count = 0;
-    famask_status st = fm_spec_check_keys(cc, node, "causal_blockwise", keys);
-    if (!st)
-        st = fm_spec_require(cc, node, "blocks", "causal_blockwise", &n);
-    if (!st)
-        st = fm_spec_lengths(cc, n, "blocks", seq_len_q, seq_len_k, &lengths, &count);
-    if (!st)
-        st = famask_mask_causal_blockwise(cc->ctx, lengths, count, out);
-    free(lengths);
-    return st;
+    return fm_segments_compile(cc, node, "causal_blockwise", "blocks", seq_len_q, seq_len_k,
+                               famask_mask_causal_blockwise, out);
 }

@@ -5,48 +5,18 @@
  */
 #include "families.h"
 
-#include <stdlib.h>
-
-typedef struct params {
-    const int *lengths;
-    int n;
-} params;
-
-static void fill(const void *p_, int seq_len_q, int seq_len_k, int32_t *bounds)
+static void col(int32_t *bounds, int64_t j, int seq_len_q, int64_t s, int64_t e, int64_t last_start)
 {
-    const params *p = p_;
-    int64_t s = 0;
-    for (int d = 0; d < p->n; d++) {
-        int64_t e = s + p->lengths[d];
-        for (int64_t j = s; j < e; j++)
-            fm_col_set(bounds, j, seq_len_q, 0, j, e, seq_len_q);
-        s = e;
-    }
+    fm_col_set(bounds, j, seq_len_q, 0, j, e, seq_len_q);
 }
 
-famask_status famask_mask_causal_document(famask_ctx *ctx, const int *lengths, int n_docs, famask_mask **out)
+famask_status famask_mask_causal_document(famask_ctx *ctx, const int *lengths, int n, famask_mask **out)
 {
-    *out = NULL;
-    int n = 0;
-    famask_status st = fm_lengths_check(ctx, lengths, n_docs, "documents", &n);
-    if (st)
-        return st;
-    params p = {lengths, n_docs};
-    return fm_family_build(ctx, n, n, fill, &p, out);
+    return fm_segments_build(ctx, lengths, n, "documents", col, out);
 }
 
 FM_FAMILY_COMPILE(fm_compile_causal_document)
 {
-    static const char *const keys[] = {"type", "documents", NULL};
-    const fm_node *n = NULL;
-    int *lengths = NULL, count = 0;
-    famask_status st = fm_spec_check_keys(cc, node, "causal_document", keys);
-    if (!st)
-        st = fm_spec_require(cc, node, "documents", "causal_document", &n);
-    if (!st)
-        st = fm_spec_lengths(cc, n, "documents", seq_len_q, seq_len_k, &lengths, &count);
-    if (!st)
-        st = famask_mask_causal_document(cc->ctx, lengths, count, out);
-    free(lengths);
-    return st;
+    return fm_segments_compile(cc, node, "causal_document", "documents", seq_len_q, seq_len_k,
+                               famask_mask_causal_document, out);
 }

@@ -60,8 +60,7 @@ static inline void fm_col_canonical(int32_t *v, int seq_len_q, int j)
 /* Sets column j of bounds [seq_len_k, 4] to the masked rows [a0, a1) and [b0, b1) (in either order, touching or
  * overlapping allowed), each clipped to [0, seq_len_q), and writes the column in canonical form. 64-bit arguments
  * so that j + window cannot overflow. */
-static inline void fm_col_set(int32_t *bounds, int64_t j, int seq_len_q, int64_t a0, int64_t a1, int64_t b0,
-                              int64_t b1)
+static inline void fm_col_set(int32_t *bounds, int64_t j, int seq_len_q, int64_t a0, int64_t a1, int64_t b0, int64_t b1)
 {
     int64_t in[4] = {a0, a1, b0, b1};
     int32_t *v = bounds + 4 * j;
@@ -78,12 +77,23 @@ famask_status fm_lengths_check(famask_ctx *ctx, const int *lengths, int n, const
 famask_status fm_spec_lengths(fm_compiler *cc, const fm_node *node, const char *what, int seq_len_q, int seq_len_k,
                               int **out, int *n);
 
+/* Families defined by a list of segment lengths summing to the sequence (documents, blocks): col writes column
+ * j of segment [s, e) through fm_col_set; last_start is where the last segment begins. */
+typedef void fm_segment_col_fn(int32_t *bounds, int64_t j, int seq_len_q, int64_t s, int64_t e, int64_t last_start);
+/* The builder of such a family: checks the lengths (what names the list in messages) and fills every column. */
+famask_status fm_segments_build(famask_ctx *ctx, const int *lengths, int n, const char *what, fm_segment_col_fn *col,
+                                famask_mask **out);
+/* Its spec form: `type: NAME` and `KEY: [lengths]`, nothing else; build is the family's C builder. */
+famask_status fm_segments_compile(fm_compiler *cc, const fm_node *node, const char *type, const char *key,
+                                  int seq_len_q, int seq_len_k,
+                                  famask_status (*build)(famask_ctx *, const int *, int, famask_mask **),
+                                  famask_mask **out);
+
 /* One registered family: its spec name and how to compile a spec node (NULL node: the bare-name form). */
 typedef struct fm_family {
     const char *name;
     int bare_ok; /* 1 if the type name alone (`mask: causal`) is a complete mask */
-    famask_status (*compile)(fm_compiler *cc, const fm_node *node, int seq_len_q, int seq_len_k,
-                             famask_mask **out);
+    famask_status (*compile)(fm_compiler *cc, const fm_node *node, int seq_len_q, int seq_len_k, famask_mask **out);
 } fm_family;
 
 /* The registry, terminated by a NULL name (masks/registry.c). */
@@ -91,7 +101,7 @@ extern const fm_family fm_families[];
 const fm_family *fm_family_find(const char *name);
 
 /* The spec compile functions, one per family file. */
-#define FM_FAMILY_COMPILE(fn)                                                                                      \
+#define FM_FAMILY_COMPILE(fn)                                                                                          \
     famask_status fn(fm_compiler *cc, const fm_node *node, int seq_len_q, int seq_len_k, famask_mask **out)
 FM_FAMILY_COMPILE(fm_compile_full);
 FM_FAMILY_COMPILE(fm_compile_causal);

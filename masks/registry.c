@@ -91,14 +91,63 @@ famask_status fm_spec_lengths(fm_compiler *cc, const fm_node *node, const char *
     if (*n == 0)
         st = fm_spec_error(cc, node, FAMASK_STATUS_BAD_SPEC, "'%s' is empty: list at least one length", what);
     else if (seq_len_q != seq_len_k)
-        st = fm_spec_error(cc, node, FAMASK_STATUS_BAD_SPEC,
-                           "%s need seqlen_q == seqlen_k, but they are %d and %d", what, seq_len_q, seq_len_k);
+        st = fm_spec_error(cc, node, FAMASK_STATUS_BAD_SPEC, "%s need seqlen_q == seqlen_k, but they are %d and %d",
+                           what, seq_len_q, seq_len_k);
     else if (total != seq_len_q)
-        st = fm_spec_error(cc, node, FAMASK_STATUS_BAD_SPEC, "%s sum to %lld, but seqlen is %d", what,
-                           (long long)total, seq_len_q);
+        st = fm_spec_error(cc, node, FAMASK_STATUS_BAD_SPEC, "%s sum to %lld, but seqlen is %d", what, (long long)total,
+                           seq_len_q);
     if (st) {
         free(*out);
         *out = NULL;
     }
+    return st;
+}
+
+typedef struct segments {
+    const int *lengths;
+    int n;
+    fm_segment_col_fn *col;
+} segments;
+
+static void fill_segments(const void *p_, int seq_len_q, int seq_len_k, int32_t *bounds)
+{
+    const segments *p = p_;
+    int64_t last_start = seq_len_k - p->lengths[p->n - 1], s = 0;
+    for (int d = 0; d < p->n; d++) {
+        int64_t e = s + p->lengths[d];
+        for (int64_t j = s; j < e; j++)
+            p->col(bounds, j, seq_len_q, s, e, last_start);
+        s = e;
+    }
+}
+
+famask_status fm_segments_build(famask_ctx *ctx, const int *lengths, int n, const char *what, fm_segment_col_fn *col,
+                                famask_mask **out)
+{
+    *out = NULL;
+    int total = 0;
+    famask_status st = fm_lengths_check(ctx, lengths, n, what, &total);
+    if (st)
+        return st;
+    segments p = {lengths, n, col};
+    return fm_family_build(ctx, total, total, fill_segments, &p, out);
+}
+
+famask_status fm_segments_compile(fm_compiler *cc, const fm_node *node, const char *type, const char *key,
+                                  int seq_len_q, int seq_len_k,
+                                  famask_status (*build)(famask_ctx *, const int *, int, famask_mask **),
+                                  famask_mask **out)
+{
+    const char *const keys[] = {"type", key, NULL};
+    const fm_node *n = NULL;
+    int *lengths = NULL, count = 0;
+    famask_status st = fm_spec_check_keys(cc, node, type, keys);
+    if (!st)
+        st = fm_spec_require(cc, node, key, type, &n);
+    if (!st)
+        st = fm_spec_lengths(cc, n, key, seq_len_q, seq_len_k, &lengths, &count);
+    if (!st)
+        st = build(cc->ctx, lengths, count, out);
+    free(lengths);
     return st;
 }
