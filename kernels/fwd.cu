@@ -12,8 +12,14 @@
  * at a time with a warp ballot), unmasked blocks do no per-element mask work, partial blocks (and the ragged last
  * block) load their BC column bounds beside K and mask element-wise. K, V and bounds are double-buffered with
  * cp.async (the next live block streams in while the current one is computed). Online softmax in base 2 with
- * scale * log2(e) folded into one FFMA; a row whose keys are all masked so far keeps max -inf and is guarded so
- * that no -inf - -inf appears; such a row ends with o = 0 and lse = -inf.
+ * scale * log2(e) folded into one FFMA; the O rescale is skipped when no row of the warp found a larger max; a
+ * row whose keys are all masked so far keeps max -inf and is guarded so that no -inf - -inf appears; such a row
+ * ends with o = 0 and lse = -inf. o leaves through shared memory in 16-byte row chunks.
+ *
+ * GQA/MQA: query head h reads kv head h / (n_head / n_head_kv); mask head is 0 (heads_m 1), h (heads_m n_head)
+ * or the kv head (heads_m n_head_kv); mask batch row 0 or b. Tiles (BR x BC): 128 x 64 for head dims 64-128,
+ * 128 x 128 for 32, 64 x 64 for 256. softmax_scale must be >= 0 (0: 1 / sqrt(head_dim)): the row max is taken
+ * on the unscaled scores.
  */
 #include "common.cuh"
 #include "cuda-check.cuh"

@@ -1,5 +1,6 @@
 /*
- * cuda-fwd.c: the CUDA attention forward (fm_cuda_fwd) against a float64 reference over the dense mask.
+ * cuda-fwd.c: the CUDA attention forward (famask_attn_fwd on FAMASK_DEVICE_CUDA, which validates and calls
+ * fm_cuda_fwd) against a float64 reference over the dense mask.
  *
  * Each case draws fresh normal q, k, v (rounded to the case's dtype, so the reference sees the same inputs), builds
  * a mask from vectors (random intervals, random intervals plus a band of fully masked rows, causal, sliding
@@ -317,9 +318,9 @@ static int run_case(famask_ctx *ctx, const struct fcase *c)
         a.stream = stream;
     }
     {
-        famask_status st = fm_cuda_fwd(ctx, mask, &a);
+        famask_status st = famask_attn_fwd(ctx, mask, &a);
         if (st != FAMASK_STATUS_OK) {
-            fprintf(stderr, "fm_cuda_fwd: %s: %s\n", famask_status_str(st), famask_ctx_errmsg(ctx));
+            fprintf(stderr, "famask_attn_fwd: %s: %s\n", famask_status_str(st), famask_ctx_errmsg(ctx));
             goto done;
         }
     }
