@@ -225,8 +225,9 @@ static void test_outputs(void)
     snprintf(path, sizeof path, "%s/fm.npy", tmpdir);
     snprintf(args, sizeof args, "compile specs/causal-document.yaml -o %s --layout flashmask", path);
     rc = run(args, &out, &err);
-    char want_err[600];
-    snprintf(want_err, sizeof want_err, "famask: %s: FlashMask layout with 1 vector, causal true\n", path);
+    char want_err[1200];
+    snprintf(want_err, sizeof want_err, "famask: %s: FlashMask layout with 1 vector, causal true (also in %s.json)\n",
+             path, path);
     CHECK(rc == 0 && out[0] == '\0' && strcmp(err, want_err) == 0, "--layout flashmask: exit %d, stderr %s", rc, err);
     free(out);
     free(err);

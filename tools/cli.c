@@ -114,3 +114,26 @@ famask_status cli_load_mask(famask_ctx *ctx, const char *path, int seq_len, fama
         return famask_mask_load(ctx, path, 0, out);
     return famask_mask_compile_file(ctx, path, seq_len, out);
 }
+
+int cli_write_mask(famask_ctx *ctx, const famask_mask *mask, const char *input, const char *out_path, int flashmask)
+{
+    famask_status st = FAMASK_STATUS_OK;
+    if (flashmask) {
+        int n = 0, causal = 0;
+        if (!(st = famask_mask_save_flashmask(ctx, mask, out_path, &n, &causal)))
+            fprintf(stderr, "famask: %s: FlashMask layout with %d vector%s, causal %s (also in %s.json)\n", out_path, n,
+                    n == 1 ? "" : "s", causal ? "true" : "false", out_path);
+    } else if (out_path) {
+        st = famask_mask_save(ctx, mask, out_path, FAMASK_FORMAT_AUTO);
+    } else {
+        int64_t visible = 0;
+        int nb = famask_mask_batch(mask), nh = famask_mask_heads(mask);
+        for (int b = 0; b < nb; b++)
+            for (int h = 0; h < nh; h++)
+                visible += famask_mask_count_visible(mask, b, h);
+        printf("%s: batch %d, heads %d, seq_len_q %d, seq_len_k %d, %lld of %lld pairs visible\n", input, nb, nh,
+               famask_mask_seq_len_q(mask), famask_mask_seq_len_k(mask), (long long)visible,
+               (long long)nb * nh * famask_mask_seq_len_q(mask) * famask_mask_seq_len_k(mask));
+    }
+    return st ? cli_fail(ctx, st) : EXIT_OK;
+}

@@ -57,6 +57,11 @@ int cli_parse_int(const char *s, int *out);
  * seqlen. */
 famask_status cli_load_mask(famask_ctx *ctx, const char *path, int seq_len, famask_mask **out);
 
+/* Writes a compiled or converted mask: to out_path (format from the extension; FlashMask's layout if flashmask,
+ * reporting its vectors and causal flag on stderr), or, with no out_path, a one-line summary on stdout that names
+ * the input. Returns the exit code. */
+int cli_write_mask(famask_ctx *ctx, const famask_mask *mask, const char *input, const char *out_path, int flashmask);
+
 /* 1 if path ends with suffix. */
 int cli_ends_with(const char *path, const char *suffix);
 

@@ -78,28 +78,7 @@ int cmd_compile(int argc, char **argv)
         rc = cli_fail(ctx, st);
         goto done;
     }
-    if (flashmask) {
-        int n_vectors = 0, causal = 0;
-        st = famask_mask_save_flashmask(ctx, mask, out_path, &n_vectors, &causal);
-        if (st)
-            rc = cli_fail(ctx, st);
-        else
-            fprintf(stderr, "famask: %s: FlashMask layout with %d vector%s, causal %s\n", out_path, n_vectors,
-                    n_vectors == 1 ? "" : "s", causal ? "true" : "false");
-    } else if (out_path) {
-        st = famask_mask_save(ctx, mask, out_path, FAMASK_FORMAT_AUTO);
-        if (st)
-            rc = cli_fail(ctx, st);
-    } else {
-        int64_t visible = 0;
-        int nb = famask_mask_batch(mask), nh = famask_mask_heads(mask);
-        for (int b = 0; b < nb; b++)
-            for (int h = 0; h < nh; h++)
-                visible += famask_mask_count_visible(mask, b, h);
-        printf("%s: batch %d, heads %d, seq_len_q %d, seq_len_k %d, %lld of %lld pairs visible\n", spec, nb, nh,
-               famask_mask_seq_len_q(mask), famask_mask_seq_len_k(mask), (long long)visible,
-               (long long)nb * nh * famask_mask_seq_len_q(mask) * famask_mask_seq_len_k(mask));
-    }
+    rc = cli_write_mask(ctx, mask, spec, out_path, flashmask);
 done:
     famask_mask_free(mask);
     famask_ctx_free(ctx);

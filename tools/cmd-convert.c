@@ -47,8 +47,8 @@ static int parse_dtype(const char *s, famask_dtype *out)
     static const struct {
         const char *name;
         famask_dtype dtype;
-    } alias[] = {{"uint8", FAMASK_DTYPE_U8},     {"int8", FAMASK_DTYPE_I8},       {"int16", FAMASK_DTYPE_I16},
-                 {"int32", FAMASK_DTYPE_I32},    {"int64", FAMASK_DTYPE_I64},     {"float16", FAMASK_DTYPE_F16},
+    } alias[] = {{"uint8", FAMASK_DTYPE_U8},      {"int8", FAMASK_DTYPE_I8},     {"int16", FAMASK_DTYPE_I16},
+                 {"int32", FAMASK_DTYPE_I32},     {"int64", FAMASK_DTYPE_I64},   {"float16", FAMASK_DTYPE_F16},
                  {"bfloat16", FAMASK_DTYPE_BF16}, {"float32", FAMASK_DTYPE_F32}, {"float64", FAMASK_DTYPE_F64}};
     for (size_t k = 0; k < sizeof alias / sizeof alias[0]; k++)
         if (strcmp(s, alias[k].name) == 0) {
@@ -133,8 +133,8 @@ int cmd_convert(int argc, char **argv)
                 opts.raw = 1;
             } else if (strcmp(a, "--dtype") == 0) {
                 if (parse_dtype(v, &opts.raw_dtype))
-                    return cli_usage("convert",
-                                     "unknown dtype '%s' (bool, u8, i8, i16, i32, i64, f16, bf16, f32, f64)", v);
+                    return cli_usage("convert", "unknown dtype '%s' (bool, u8, i8, i16, i32, i64, f16, bf16, f32, f64)",
+                                     v);
                 have_dtype = 1;
             } else {
                 if (strcmp(v, "flashmask") != 0 && strcmp(v, "famask") != 0)
@@ -191,28 +191,7 @@ int cmd_convert(int argc, char **argv)
         rc = cli_fail(ctx, st);
         goto done;
     }
-    if (flashmask) {
-        int n = 0, causal = 0;
-        st = famask_mask_save_flashmask(ctx, mask, out_path, &n, &causal);
-        if (st)
-            rc = cli_fail(ctx, st);
-        else
-            fprintf(stderr, "famask: %s: FlashMask startend_row_indices with %d vector%s, causal=%s (also in %s.json)\n",
-                    out_path, n, n == 1 ? "" : "s", causal ? "True" : "False", out_path);
-    } else if (out_path) {
-        st = famask_mask_save(ctx, mask, out_path, FAMASK_FORMAT_AUTO);
-        if (st)
-            rc = cli_fail(ctx, st);
-    } else {
-        int64_t visible = 0;
-        int nb = famask_mask_batch(mask), nh = famask_mask_heads(mask);
-        for (int b = 0; b < nb; b++)
-            for (int h = 0; h < nh; h++)
-                visible += famask_mask_count_visible(mask, b, h);
-        printf("%s: batch %d, heads %d, seq_len_q %d, seq_len_k %d, %lld of %lld pairs visible\n", in, nb, nh,
-               famask_mask_seq_len_q(mask), famask_mask_seq_len_k(mask), (long long)visible,
-               (long long)nb * nh * famask_mask_seq_len_q(mask) * famask_mask_seq_len_k(mask));
-    }
+    rc = cli_write_mask(ctx, mask, in, out_path, flashmask);
 done:
     famask_mask_free(mask);
     famask_ctx_free(ctx);
