@@ -102,6 +102,24 @@ int cli_parse_int(const char *s, int *out)
     return 0;
 }
 
+int cli_parse_block(const char *s, int *block_q, int *block_k)
+{
+    char buf[64];
+    const char *x = strchr(s, 'x');
+    if (!x || (size_t)(x - s) >= sizeof buf)
+        return -1;
+    memcpy(buf, s, (size_t)(x - s));
+    buf[x - s] = '\0';
+    return cli_parse_int(buf, block_q) || cli_parse_int(x + 1, block_k) || *block_q < 1 || *block_k < 1 ? -1 : 0;
+}
+
+int cli_check_seq_len(const char *command, const char *input, int seq_len)
+{
+    if (seq_len > 0 && (cli_ends_with(input, ".fmask") || cli_ends_with(input, ".npy")))
+        return cli_usage(command, "-n applies to a spec, not to a compiled mask file like '%s'", input);
+    return EXIT_OK;
+}
+
 int cli_ends_with(const char *path, const char *suffix)
 {
     size_t n = strlen(path), m = strlen(suffix);

@@ -53,6 +53,13 @@ int cli_help(const char *command);
 /* Parses a non-negative decimal int (no sign, no junk); 0 on success, -1 otherwise. */
 int cli_parse_int(const char *s, int *out);
 
+/* Parses a block size "QxK" (positive Q and K); 0 on success, -1 otherwise. */
+int cli_parse_block(const char *s, int *block_q, int *block_k);
+
+/* -n (seq_len > 0) only applies to specs: for a compiled mask file prints the usage error and returns EXIT_USAGE,
+ * else returns EXIT_OK. */
+int cli_check_seq_len(const char *command, const char *input, int seq_len);
+
 /* Loads a mask from a spec (.yaml/.yml) or a compiled file (.fmask, .npy); seq_len > 0 overrides a spec's
  * seqlen. */
 famask_status cli_load_mask(famask_ctx *ctx, const char *path, int seq_len, famask_mask **out);

@@ -120,8 +120,8 @@ static int parse_args(int argc, char **argv, opts *op)
     }
     if (!op->mask || !op->q || !op->k || !op->v || !op->o)
         return cli_usage("attn", "--mask, --q, --k, --v and -o are required");
-    if (op->seq_len > 0 && (cli_ends_with(op->mask, ".fmask") || cli_ends_with(op->mask, ".npy")))
-        return cli_usage("attn", "-n applies to a spec, not to a compiled mask file like '%s'", op->mask);
+    if (cli_check_seq_len("attn", op->mask, op->seq_len))
+        return EXIT_USAGE;
     int nb = !!op->d_o + !!op->dq + !!op->dk + !!op->dv;
     if (nb != 0 && nb != 4)
         return cli_usage("attn", "--do, --dq, --dk and --dv go together (the backward needs all four)");

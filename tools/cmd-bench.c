@@ -107,8 +107,8 @@ static int parse(int argc, char **argv, opts *op)
     }
     if (!op->mask)
         return cli_usage("bench", "--mask is required");
-    if (op->seq_len && (cli_ends_with(op->mask, ".fmask") || cli_ends_with(op->mask, ".npy")))
-        return cli_usage("bench", "-n applies to a spec, not to a compiled mask file like '%s'", op->mask);
+    if (cli_check_seq_len("bench", op->mask, op->seq_len))
+        return EXIT_USAGE;
     if (op->bwd && op->device == FAMASK_DEVICE_CUDA_UNFUSED)
         return cli_usage("bench", "--bwd: the cuda-unfused device is forward only");
     if (!op->kv_heads)

@@ -33,17 +33,6 @@ const char cmd_show_usage[] =
 #define SHOW_MAX 128
 #define PNG_MAX 1024
 
-static int parse_block(const char *s, int *bq, int *bk)
-{
-    char buf[64];
-    const char *x = strchr(s, 'x');
-    if (!x || (size_t)(x - s) >= sizeof buf)
-        return -1;
-    memcpy(buf, s, (size_t)(x - s));
-    buf[x - s] = '\0';
-    return cli_parse_int(buf, bq) || cli_parse_int(x + 1, bk) || *bq < 1 || *bk < 1 ? -1 : 0;
-}
-
 /* Masked rows of column v inside [r0, r1). */
 static int64_t masked_in(const int32_t *v, int64_t r0, int64_t r1)
 {
@@ -161,7 +150,7 @@ int cmd_show(int argc, char **argv)
             if (cli_parse_int(argv[++i], &seq_len) || seq_len < 1)
                 return cli_usage("show", "-n needs a positive integer, not '%s'", argv[i]);
         } else if (strcmp(a, "--block") == 0) {
-            if (parse_block(argv[++i], &bq, &bk))
+            if (cli_parse_block(argv[++i], &bq, &bk))
                 return cli_usage("show", "--block needs QxK with positive Q and K (like 128x64), not '%s'", argv[i]);
             block_given = 1;
         } else if (strcmp(a, "--png") == 0) {
@@ -179,8 +168,8 @@ int cmd_show(int argc, char **argv)
     }
     if (!input)
         return cli_usage("show", "no spec or mask file given");
-    if (seq_len > 0 && (cli_ends_with(input, ".fmask") || cli_ends_with(input, ".npy")))
-        return cli_usage("show", "-n applies to a spec, not to a compiled mask file like '%s'", input);
+    if (cli_check_seq_len("show", input, seq_len))
+        return EXIT_USAGE;
 
     famask_ctx *ctx = NULL;
     famask_mask *mask = NULL;

@@ -21,17 +21,6 @@ const char cmd_stats_usage[] =
     "  -n N          sequence length, overriding a spec's seqlen (specs only)\n"
     "  --block QxK   query tile x key block for the tile counts (default 128x64)\n";
 
-static int parse_block(const char *s, int *bq, int *bk)
-{
-    char buf[64];
-    const char *x = strchr(s, 'x');
-    if (!x || (size_t)(x - s) >= sizeof buf)
-        return -1;
-    memcpy(buf, s, (size_t)(x - s));
-    buf[x - s] = '\0';
-    return cli_parse_int(buf, bq) || cli_parse_int(x + 1, bk) || *bq < 1 || *bk < 1 ? -1 : 0;
-}
-
 int cmd_stats(int argc, char **argv)
 {
     const char *input = NULL;
@@ -44,7 +33,7 @@ int cmd_stats(int argc, char **argv)
             if (cli_parse_int(argv[++i], &seq_len) || seq_len < 1)
                 return cli_usage("stats", "-n needs a positive integer, not '%s'", argv[i]);
         } else if (strcmp(a, "--block") == 0) {
-            if (parse_block(argv[++i], &bq, &bk))
+            if (cli_parse_block(argv[++i], &bq, &bk))
                 return cli_usage("stats", "--block needs QxK with positive Q and K (like 128x64), not '%s'", argv[i]);
         } else if (a[0] == '-' && a[1] != '\0') {
             return cli_usage("stats", "unknown option '%s'", a);
@@ -56,8 +45,8 @@ int cmd_stats(int argc, char **argv)
     }
     if (!input)
         return cli_usage("stats", "no spec or mask file given");
-    if (seq_len > 0 && (cli_ends_with(input, ".fmask") || cli_ends_with(input, ".npy")))
-        return cli_usage("stats", "-n applies to a spec, not to a compiled mask file like '%s'", input);
+    if (cli_check_seq_len("stats", input, seq_len))
+        return EXIT_USAGE;
 
     famask_ctx *ctx = NULL;
     famask_mask *mask = NULL;

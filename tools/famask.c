@@ -15,12 +15,11 @@ int cmd_bench(int argc, char **argv);
 static int cmd_version(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
 
-extern const char cmd_compile_usage[], cmd_convert_usage[], cmd_show_usage[], cmd_stats_usage[],
-    cmd_attn_usage[], cmd_bench_usage[];
+extern const char cmd_compile_usage[], cmd_convert_usage[], cmd_show_usage[], cmd_stats_usage[], cmd_attn_usage[],
+    cmd_bench_usage[];
 
 static const char version_usage[] = "usage: famask version\n\nPrints the version of famask.\n";
-static const char help_usage[] =
-    "usage: famask help [COMMAND]\n\nLists the commands, or prints the help of one.\n";
+static const char help_usage[] = "usage: famask help [COMMAND]\n\nLists the commands, or prints the help of one.\n";
 
 const cli_command cli_commands[] = {
     {"compile", cmd_compile, "compile a YAML mask spec into the column-sparse form", cmd_compile_usage},
