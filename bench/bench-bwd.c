@@ -1,0 +1,96 @@
+/*
+ * bench-bwd.c: times fm_cuda_bwd (CUDA events, warm-up, median of reps) on random normal inputs.
+ * usage: bench-bwd B H Hkv N D mask det [reps]; mask: full causal swa doc cdoc
+ * Prints: mask, B, H, N, D, det, median ms, TFLOP/s (2.5 x 4 B H D visible pairs).
+ * lse is set to log(visible keys of the row) + 0.5, what random normal scores give, so P stays in range.
+ */
+#include "famask.h"
+#include "kernels.h"
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t st = 88172645463325252ull;
+static double rnd(void)
+{
+    st ^= st << 13; st ^= st >> 7; st ^= st << 17;
+    return (double)(st >> 11) / 9007199254740992.0;
+}
+static double rnorm(void) { double u = rnd() + 1e-300, v = rnd(); return sqrt(-2 * log(u)) * cos(6.283185307 * v); }
+static uint16_t bf16(float f) { uint32_t u; memcpy(&u, &f, 4); u += 0x7FFF + ((u >> 16) & 1); return u >> 16; }
+static int cmpf(const void *a, const void *b) { float x = *(const float *)a, y = *(const float *)b; return x < y ? -1 : x > y; }
+
+int main(int argc, char **argv)
+{
+    if (argc < 8) { fprintf(stderr, "usage: bench-bwd B H Hkv N D mask det [reps]\n"); return 2; }
+    int B = atoi(argv[1]), H = atoi(argv[2]), Hkv = atoi(argv[3]), N = atoi(argv[4]), D = atoi(argv[5]);
+    const char *mk = argv[6];
+    int det = atoi(argv[7]), reps = argc > 8 ? atoi(argv[8]) : 20;
+    int32_t *bd = malloc(sizeof(int32_t) * 4 * (size_t)N);
+    for (int j = 0; j < N; j++) {
+        int32_t *v = bd + 4 * j;
+        v[0] = v[1] = N; v[2] = v[3] = 0;
+        if (!strcmp(mk, "causal")) v[3] = j;
+        else if (!strcmp(mk, "swa")) { v[3] = j; v[0] = j + 1024 < N ? j + 1024 : N; }
+        else if (!strcmp(mk, "doc") || !strcmp(mk, "cdoc")) {
+            int L = N / 8, s = j / L * L, e = s + L;
+            v[2] = 0; v[3] = !strcmp(mk, "cdoc") ? j : s; v[0] = e; v[1] = N;
+        }
+    }
+    famask_ctx *ctx; famask_ctx_create(&ctx);
+    famask_mask *m = NULL;
+    if (famask_mask_from_vectors(ctx, 1, 1, N, N, bd, &m)) { fprintf(stderr, "%s\n", famask_ctx_errmsg(ctx)); return 1; }
+    int64_t vis = famask_mask_count_visible(m, 0, 0);
+    int64_t nq = (int64_t)B * N * H * D, nk = (int64_t)B * N * Hkv * D;
+    uint16_t *h = malloc(2 * nq);
+    void *d[8];
+    int64_t n[8] = {nq, nk, nk, nq, nq, nq, nk, nk};
+    for (int i = 0; i < 8; i++) {
+        cudaMalloc(&d[i], 2 * n[i]);
+        for (int64_t e = 0; e < n[i]; e++) h[e] = bf16((float)(i == 3 ? 0.3 * rnorm() : rnorm()));
+        cudaMemcpy(d[i], h, 2 * n[i], cudaMemcpyHostToDevice);
+    }
+    /* visible keys per row, from the vectors */
+    int *cnt = calloc(N + 1, sizeof(int));
+    for (int j = 0; j < N; j++) {
+        int32_t *v = famask_mask_bounds(m) == NULL ? NULL : (int32_t *)famask_mask_bounds(m) + 4 * j;
+        cnt[0]++; cnt[N]--;
+        cnt[v[0]]--; cnt[v[1]]++; cnt[v[2]]--; cnt[v[3]]++;
+    }
+    float *lse = malloc(sizeof(float) * (size_t)B * H * N);
+    int run = 0;
+    for (int i = 0; i < N; i++) {
+        run += cnt[i];
+        for (int bh = 0; bh < B * H; bh++) lse[(int64_t)bh * N + i] = run > 0 ? logf((float)run) + 0.5f : -INFINITY;
+    }
+    float *dl; cudaMalloc((void **)&dl, sizeof(float) * B * H * N);
+    cudaMemcpy(dl, lse, sizeof(float) * B * H * N, cudaMemcpyHostToDevice);
+    famask_attn_args a; memset(&a, 0, sizeof a);
+    a.batch = B; a.n_head = H; a.n_head_kv = Hkv; a.seq_len_q = a.seq_len_k = N; a.head_dim = D;
+    a.dtype = FAMASK_DTYPE_BF16; a.deterministic = det; a.lse = dl; a.device = FAMASK_DEVICE_CUDA;
+    famask_tensor *ts[8] = {&a.q, &a.k, &a.v, &a.o, &a.d_o, &a.dq, &a.dk, &a.dv};
+    for (int i = 0; i < 8; i++) { /* [B, H, N, D] like torch */
+        int hh = (i == 1 || i == 2 || i == 6 || i == 7) ? Hkv : H;
+        ts[i]->data = d[i]; ts[i]->stride_batch = (int64_t)hh * N * D; ts[i]->stride_head = (int64_t)N * D; ts[i]->stride_seq = D;
+    }
+    cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
+    for (int w = 0; w < 3; w++)
+        if (fm_cuda_bwd(ctx, m, &a)) { fprintf(stderr, "bwd: %s\n", famask_ctx_errmsg(ctx)); return 1; }
+    float *ms = malloc(sizeof(float) * reps);
+    for (int r = 0; r < reps; r++) {
+        cudaEventRecord(e0, 0);
+        fm_cuda_bwd(ctx, m, &a);
+        cudaEventRecord(e1, 0);
+        cudaEventSynchronize(e1);
+        cudaEventElapsedTime(&ms[r], e0, e1);
+    }
+    cudaError_t err = cudaDeviceSynchronize();
+    qsort(ms, reps, sizeof(float), cmpf);
+    double t = ms[reps / 2];
+    double flops = 2.5 * 4.0 * B * H * (double)D * (double)vis;
+    printf("famask bwd mask %-6s B %d H %d Hkv %d N %d D %d det %d: %.3f ms %.1f TFLOP/s (min %.3f) %s\n", mk, B, H, Hkv,
+           N, D, det, t, flops / t / 1e9, ms[0], err ? cudaGetErrorString(err) : "");
+    return 0;
+}
