@@ -819,53 +819,37 @@ static void test_numpy_files(famask_ctx *ctx)
 
 /* Every example in specs/ (up to 4096 x 4096 a slice): dense form -> u8 .npy file and memory -> converter ->
  * the same vectors. */
+static void spec_from_dense(famask_ctx *ctx, const char *name, famask_mask *m, void *user)
+{
+    int nb = famask_mask_batch(m), nh = famask_mask_heads(m), nq = famask_mask_seq_len_q(m),
+        nk = famask_mask_seq_len_k(m);
+    if ((int64_t)nq * nk > 4096 * 4096)
+        return;
+    famask_mask *got = NULL;
+    size_t plane = (size_t)nq * nk;
+    unsigned char *dense = malloc((size_t)nb * nh * plane);
+    for (int b = 0; b < nb; b++) /* famask_mask_to_dense writes 1 = visible: a u8 mask as PyTorch has it */
+        for (int h = 0; h < nh; h++)
+            CHECK_OK(ctx, famask_mask_to_dense(ctx, m, b, h, dense + ((size_t)b * nh + h) * plane));
+    int64_t shape[4] = {nb, nh, nq, nk};
+    famask_status st = convert_via(ctx, C_NPY, FAMASK_DTYPE_U8, 4, shape, dense, FAMASK_DENSE_KEEP_SHAPE, &got);
+    CHECK(st == FAMASK_STATUS_OK && got && famask_mask_equal(m, got), "%s: dense .npy round trip: %s", name,
+          st ? famask_ctx_errmsg(ctx) : "vectors differ");
+    famask_mask_free(got);
+    got = NULL;
+    st = convert_via(ctx, C_MEMORY, FAMASK_DTYPE_U8, 4, shape, dense, FAMASK_DENSE_KEEP_SHAPE, &got);
+    CHECK(st == FAMASK_STATUS_OK && got && famask_mask_equal(m, got), "%s: dense in-memory round trip", name);
+    famask_mask_free(got);
+    free(dense);
+    (*(int *)user)++;
+}
+
 static void test_specs(famask_ctx *ctx)
 {
-    DIR *dp = opendir(FAMASK_SOURCE_DIR "/specs");
-    if (!dp) {
-        CHECK(0, "cannot open %s", FAMASK_SOURCE_DIR "/specs");
-        return;
-    }
-    struct dirent *e;
-    int n = 0;
-    while ((e = readdir(dp))) {
-        size_t len = strlen(e->d_name);
-        if (len < 6 || strcmp(e->d_name + len - 5, ".yaml") != 0)
-            continue;
-        char spec[1024];
-        snprintf(spec, sizeof spec, "%s/specs/%s", FAMASK_SOURCE_DIR, e->d_name);
-        famask_mask *m = NULL, *got = NULL;
-        CHECK_OK(ctx, famask_mask_compile_file(ctx, spec, 0, &m));
-        if (!m)
-            continue;
-        int nb = famask_mask_batch(m), nh = famask_mask_heads(m), nq = famask_mask_seq_len_q(m),
-            nk = famask_mask_seq_len_k(m);
-        if ((int64_t)nq * nk > 4096 * 4096) {
-            famask_mask_free(m);
-            continue;
-        }
-        size_t plane = (size_t)nq * nk;
-        unsigned char *dense = malloc((size_t)nb * nh * plane);
-        for (int b = 0; b < nb; b++) /* famask_mask_to_dense writes 1 = visible: a u8 mask as PyTorch has it */
-            for (int h = 0; h < nh; h++)
-                CHECK_OK(ctx, famask_mask_to_dense(ctx, m, b, h, dense + ((size_t)b * nh + h) * plane));
-        int64_t shape[4] = {nb, nh, nq, nk};
-        famask_status st = convert_via(ctx, C_NPY, FAMASK_DTYPE_U8, 4, shape, dense, FAMASK_DENSE_KEEP_SHAPE, &got);
-        CHECK(st == FAMASK_STATUS_OK && got && famask_mask_equal(m, got), "%s: dense .npy round trip: %s",
-              e->d_name, st ? famask_ctx_errmsg(ctx) : "vectors differ");
-        famask_mask_free(got);
-        got = NULL;
-        st = convert_via(ctx, C_MEMORY, FAMASK_DTYPE_U8, 4, shape, dense, FAMASK_DENSE_KEEP_SHAPE, &got);
-        CHECK(st == FAMASK_STATUS_OK && got && famask_mask_equal(m, got), "%s: dense in-memory round trip",
-              e->d_name);
-        famask_mask_free(got);
-        famask_mask_free(m);
-        free(dense);
-        n++;
-    }
-    closedir(dp);
-    printf("specs: %d converted from their dense form\n", n);
-    CHECK(n >= 10, "only %d specs converted", n);
+    int converted = 0;
+    tl_each_spec(ctx, spec_from_dense, &converted);
+    printf("specs: %d converted from their dense form\n", converted);
+    CHECK(converted >= 10, "only %d specs converted", converted);
 }
 
 int main(void)

@@ -437,49 +437,34 @@ static void test_writer_failures(famask_ctx *ctx)
 }
 
 /* Every example in specs/ survives .fmask, .npy and the FlashMask layout exactly. */
+static void spec_round_trips(famask_ctx *ctx, const char *name, famask_mask *m, void *user)
+{
+    famask_mask *r = NULL;
+    int nq = famask_mask_seq_len_q(m);
+    CHECK_OK(ctx, famask_mask_save(ctx, m, tmp_path("spec.fmask"), FAMASK_FORMAT_AUTO));
+    CHECK_OK(ctx, famask_mask_load(ctx, tmp_path("spec.fmask"), 0, &r));
+    CHECK(r && famask_mask_equal(m, r), "%s: .fmask round trip", name);
+    struct stat sb;
+    stat(tmp_path("spec.fmask"), &sb);
+    printf("  %-28s [%d, %d, %d, %d]: .fmask %lld bytes\n", name, famask_mask_batch(m), famask_mask_heads(m), nq,
+           famask_mask_seq_len_k(m), (long long)sb.st_size);
+    famask_mask_free(r);
+    r = NULL;
+    CHECK_OK(ctx, famask_mask_save(ctx, m, tmp_path("spec.npy"), FAMASK_FORMAT_AUTO));
+    CHECK_OK(ctx, famask_mask_load(ctx, tmp_path("spec.npy"), nq, &r));
+    CHECK(r && famask_mask_equal(m, r), "%s: .npy round trip", name);
+    famask_mask_free(r);
+    r = NULL;
+    int nv = 0, causal = 0;
+    CHECK_OK(ctx, famask_mask_save_flashmask(ctx, m, tmp_path("spec-fm.npy"), &nv, &causal));
+    CHECK_OK(ctx, famask_mask_load_flashmask(ctx, tmp_path("spec-fm.npy"), causal, nq, &r));
+    CHECK(r && famask_mask_equal(m, r), "%s: FlashMask round trip (%d vectors, causal %d)", name, nv, causal);
+    famask_mask_free(r);
+}
+
 static void test_specs(famask_ctx *ctx)
 {
-    DIR *d = opendir(FAMASK_SOURCE_DIR "/specs");
-    if (!d) {
-        CHECK(0, "cannot open %s", FAMASK_SOURCE_DIR "/specs");
-        return;
-    }
-    struct dirent *e;
-    int n = 0;
-    while ((e = readdir(d))) {
-        size_t len = strlen(e->d_name);
-        if (len < 6 || strcmp(e->d_name + len - 5, ".yaml") != 0)
-            continue;
-        char spec[1024];
-        snprintf(spec, sizeof spec, "%s/specs/%s", FAMASK_SOURCE_DIR, e->d_name);
-        famask_mask *m = NULL, *r = NULL;
-        CHECK_OK(ctx, famask_mask_compile_file(ctx, spec, 0, &m));
-        if (!m)
-            continue;
-        int nq = famask_mask_seq_len_q(m);
-        CHECK_OK(ctx, famask_mask_save(ctx, m, tmp_path("spec.fmask"), FAMASK_FORMAT_AUTO));
-        CHECK_OK(ctx, famask_mask_load(ctx, tmp_path("spec.fmask"), 0, &r));
-        CHECK(r && famask_mask_equal(m, r), "%s: .fmask round trip", e->d_name);
-        struct stat sb;
-        stat(tmp_path("spec.fmask"), &sb);
-        printf("  %-28s [%d, %d, %d, %d]: .fmask %lld bytes\n", e->d_name, famask_mask_batch(m),
-               famask_mask_heads(m), nq, famask_mask_seq_len_k(m), (long long)sb.st_size);
-        famask_mask_free(r);
-        r = NULL;
-        CHECK_OK(ctx, famask_mask_save(ctx, m, tmp_path("spec.npy"), FAMASK_FORMAT_AUTO));
-        CHECK_OK(ctx, famask_mask_load(ctx, tmp_path("spec.npy"), nq, &r));
-        CHECK(r && famask_mask_equal(m, r), "%s: .npy round trip", e->d_name);
-        famask_mask_free(r);
-        r = NULL;
-        int nv = 0, causal = 0;
-        CHECK_OK(ctx, famask_mask_save_flashmask(ctx, m, tmp_path("spec-fm.npy"), &nv, &causal));
-        CHECK_OK(ctx, famask_mask_load_flashmask(ctx, tmp_path("spec-fm.npy"), causal, nq, &r));
-        CHECK(r && famask_mask_equal(m, r), "%s: FlashMask round trip (%d vectors, causal %d)", e->d_name, nv, causal);
-        famask_mask_free(r);
-        famask_mask_free(m);
-        n++;
-    }
-    closedir(d);
+    int n = tl_each_spec(ctx, spec_round_trips, NULL);
     CHECK(n >= 10, "only %d specs found", n);
 }
 

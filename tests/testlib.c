@@ -3,8 +3,10 @@
  */
 #include "testlib.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 int tl_passed, tl_failed;
@@ -28,14 +30,48 @@ uint64_t tl_rand(void)
     return z ^ (z >> 31);
 }
 
-int tl_rand_int(int lo, int hi) { return lo + (int)(tl_rand() % (uint64_t)(hi - lo + 1)); }
+int tl_rand_int(int lo, int hi)
+{
+    return lo + (int)(tl_rand() % (uint64_t)(hi - lo + 1));
+}
 
-double tl_rand_unit(void) { return (double)(tl_rand() >> 11) * (1.0 / 9007199254740992.0); }
+double tl_rand_unit(void)
+{
+    return (double)(tl_rand() >> 11) * (1.0 / 9007199254740992.0);
+}
 
 double tl_rand_normal(void)
 {
     double u = tl_rand_unit(), v = tl_rand_unit();
     return sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * v);
+}
+
+int tl_each_spec(famask_ctx *ctx, void (*fn)(famask_ctx *ctx, const char *name, famask_mask *mask, void *user),
+                 void *user)
+{
+    DIR *d = opendir(FAMASK_SOURCE_DIR "/specs");
+    if (!d) {
+        CHECK(0, "cannot open %s", FAMASK_SOURCE_DIR "/specs");
+        return 0;
+    }
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < 6 || strcmp(e->d_name + len - 5, ".yaml") != 0)
+            continue;
+        char spec[1024];
+        snprintf(spec, sizeof spec, "%s/specs/%s", FAMASK_SOURCE_DIR, e->d_name);
+        famask_mask *m = NULL;
+        CHECK_OK(ctx, famask_mask_compile_file(ctx, spec, 0, &m));
+        if (!m)
+            continue;
+        fn(ctx, e->d_name, m, user);
+        famask_mask_free(m);
+        n++;
+    }
+    closedir(d);
+    return n;
 }
 
 int tl_finish(void)

@@ -14,23 +14,23 @@
 extern int tl_passed, tl_failed;
 
 /* CHECK(cond, fmt, ...): counts a pass or prints the failure with file:line and the message. */
-#define CHECK(cond, ...)                                                                                           \
-    do {                                                                                                           \
-        if (cond) {                                                                                                \
-            tl_passed++;                                                                                           \
-        } else {                                                                                                   \
-            tl_failed++;                                                                                           \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                                   \
-            fprintf(stderr, __VA_ARGS__);                                                                          \
-            fputc('\n', stderr);                                                                                   \
-        }                                                                                                          \
+#define CHECK(cond, ...)                                                                                               \
+    do {                                                                                                               \
+        if (cond) {                                                                                                    \
+            tl_passed++;                                                                                               \
+        } else {                                                                                                       \
+            tl_failed++;                                                                                               \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                                       \
+            fprintf(stderr, __VA_ARGS__);                                                                              \
+            fputc('\n', stderr);                                                                                       \
+        }                                                                                                              \
     } while (0)
 
 /* CHECK_OK(ctx, call): the call must return FAMASK_STATUS_OK; prints the context's message if not. */
-#define CHECK_OK(ctx, call)                                                                                        \
-    do {                                                                                                           \
-        famask_status st_ = (call);                                                                                \
-        CHECK(st_ == FAMASK_STATUS_OK, "%s -> %s: %s", #call, famask_status_str(st_), famask_ctx_errmsg(ctx));    \
+#define CHECK_OK(ctx, call)                                                                                            \
+    do {                                                                                                               \
+        famask_status st_ = (call);                                                                                    \
+        CHECK(st_ == FAMASK_STATUS_OK, "%s -> %s: %s", #call, famask_status_str(st_), famask_ctx_errmsg(ctx));         \
     } while (0)
 
 /* Seeds the generator from FAMASK_TEST_SEED or the clock and prints the seed. */
@@ -42,6 +42,10 @@ int tl_rand_int(int lo, int hi);
 double tl_rand_unit(void);
 /* Standard normal. */
 double tl_rand_normal(void);
+/* Compiles every example spec/ *.yaml of the source tree and calls fn with its file name and mask (the callee
+ * frees neither); a spec that fails to compile is a failed check. Returns how many specs fn saw. */
+int tl_each_spec(famask_ctx *ctx, void (*fn)(famask_ctx *ctx, const char *name, famask_mask *mask, void *user),
+                 void *user);
 /* Prints "N passed, N failed" and returns the exit code (0 or 1). */
 int tl_finish(void);
 
