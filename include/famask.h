@@ -198,7 +198,9 @@ famask_status famask_mask_qk_sparse(famask_ctx *ctx, int seq_len_q, int seq_len_
 /* evict: n pairs (key, row) with row > key: key is visible to rows key..row-1 only */
 famask_status famask_mask_random_eviction(famask_ctx *ctx, int seq_len_q, int seq_len_k, const int *evict, int n,
                                           famask_mask **out);
-/* The seeded form: each key j >= start_row... see the spec document; reproducible for a given seed. */
+/* The seeded form: key j is evicted with probability rate, from a row drawn uniformly in
+ * [max(start_row, j + 1), seq_len_q) (kept when that range is empty). Each key's draw depends only on (seed, j)
+ * (splitmix64; the exact rule is in masks/random-eviction.c and specs/README.md), so it is reproducible. */
 famask_status famask_mask_random_eviction_seeded(famask_ctx *ctx, int seq_len_q, int seq_len_k, uint64_t seed,
                                                  double rate, int start_row, famask_mask **out);
 
