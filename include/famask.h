@@ -73,6 +73,8 @@ typedef struct famask_ctx famask_ctx;
 
 /* Creates a context. Fails only for lack of memory. */
 famask_status famask_ctx_create(famask_ctx **out);
+/* Frees the context and the device scratch it keeps (the cuda_unfused device's cuBLAS handle and workspace, made
+ * on first use), after the work queued on it has finished. */
 void famask_ctx_free(famask_ctx *ctx);
 
 /* The message of the last failure on this context ("" when none). Valid until the next call that fails. */
