@@ -26,6 +26,9 @@
  *     test folded into every tile cost 15%).
  *  3. dq = scale * accumulator, converted to the output dtype.
  *
+ * Any nonzero softmax_scale works, negative included: P is recomputed from the forward's lse (exp2(s * scale *
+ * log2(e) - L) <= 1 for either sign) and no row max is taken here, unlike the forward.
+ *
  * Deterministic mode (args->deterministic): step 2 leaves dQ out, and a query-parallel kernel (one CTA per
  * query tile and head, walking the live key blocks in order) recomputes P and dS and accumulates dQ in
  * registers. dK and dV are deterministic in both modes (no atomics), so every output is bitwise reproducible.

@@ -18,8 +18,13 @@
  *
  * GQA/MQA: query head h reads kv head h / (n_head / n_head_kv); mask head is 0 (heads_m 1), h (heads_m n_head)
  * or the kv head (heads_m n_head_kv); mask batch row 0 or b. Tiles (BR x BC): 128 x 64 for head dims 64-128,
- * 128 x 128 for 32, 64 x 64 for 256. softmax_scale must be >= 0 (0: 1 / sqrt(head_dim)): the row max is taken
- * on the unscaled scores.
+ * 128 x 128 for 32, 64 x 64 for 256.
+ *
+ * softmax_scale may have either sign (0: 1 / sqrt(head_dim)). The row max is taken on the unscaled scores, which
+ * is right only for a positive scale; for a negative one the host sets negate_q and passes -scale, and the CTA
+ * flips the sign bits of its Q tile in shared memory once before the loop: S' = (-Q) K^T = -S exactly (bf16 and
+ * fp16 negate exactly, and round-to-nearest products and sums are symmetric in sign), and (-scale) S' = scale S.
+ * The positive case pays one uniform branch per CTA; no second instantiation.
  */
 #include "common.cuh"
 #include "cuda-check.cuh"
@@ -32,7 +37,8 @@ struct fwd_params {
     int64_t q_b, q_s, q_h, k_b, k_s, k_h, v_b, v_s, v_h, o_b, o_s, o_h;
     int n_head, seq_len_q, seq_len_k, group; /* group = n_head / n_head_kv */
     int batch_m, heads_m;
-    float scale_log2;
+    float scale_log2; /* |scale| * log2(e) */
+    int negate_q;     /* the scale is negative: S is computed from -Q (see the file's comment) */
     const int32_t *bounds;
     const fm_block_summary *summaries;
 };
@@ -196,6 +202,22 @@ __global__ void __launch_bounds__(128, D == 64 ? FAMASK_FWD_D64_CTAS : 1) fwd_ke
         load_block(kb, cls, 0);
     }
     fm_cp_async_commit();
+    if (p.negate_q && kb < n_kb) {
+        /* Q landed (this thread's copies: wait; everyone's: barrier), then flip every sign bit. The loop's first
+         * barrier orders these writes before the first ldmatrix of Q. */
+        fm_cp_async_wait<0>();
+        __syncthreads();
+        uint4 *q4 = reinterpret_cast<uint4 *>(smem);
+#pragma unroll 1
+        for (int i = tid; i < BR * DS / 8; i += 128) {
+            uint4 x = q4[i];
+            x.x ^= 0x80008000u;
+            x.y ^= 0x80008000u;
+            x.z ^= 0x80008000u;
+            x.w ^= 0x80008000u;
+            q4[i] = x;
+        }
+    }
 
     int stage = 0;
     while (kb < n_kb) {
@@ -449,10 +471,6 @@ extern "C" famask_status fm_cuda_fwd(famask_ctx *ctx, famask_mask *mask, const f
         return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED,
                         "head_dim %d is not supported by the cuda forward (supported: 32, 64, 96, 128, 256)",
                         a->head_dim);
-    if (a->softmax_scale < 0.f)
-        return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT,
-                        "softmax_scale %g is negative (give a positive scale, or 0 for 1/sqrt(head_dim))",
-                        (double)a->softmax_scale);
     if ((st = fm_cuda_mask_device(ctx, mask, block_k, a->stream, &bounds, &sums)) != FAMASK_STATUS_OK)
         return st;
 
@@ -471,7 +489,11 @@ extern "C" famask_status fm_cuda_fwd(famask_ctx *ctx, famask_mask *mask, const f
     p.group = a->n_head / a->n_head_kv;
     p.batch_m = mask->batch_m;
     p.heads_m = mask->heads_m;
-    p.scale_log2 = (a->softmax_scale > 0.f ? a->softmax_scale : 1.f / sqrtf((float)a->head_dim)) * FM_LOG2E;
+    {
+        const float scale = a->softmax_scale != 0.f ? a->softmax_scale : 1.f / sqrtf((float)a->head_dim);
+        p.negate_q = scale < 0.f;
+        p.scale_log2 = fabsf(scale) * FM_LOG2E;
+    }
     p.bounds = bounds;
     p.summaries = sums;
 

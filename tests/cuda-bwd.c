@@ -6,7 +6,8 @@
  * backward on the GPU into poisoned (NaN) outputs, then per tensor (dq, dk, dv) the Frobenius relative error
  * ||x - ref|| / ||ref|| against the float64 reference backward, bounded by 2e-2 for bf16 and 5e-3 for fp16; a
  * separate NaN/Inf check; exact zeros for query rows with no visible key (dq) and keys visible to no query
- * (dk, dv). Deterministic cases run 5 times and must be bitwise identical.
+ * (dk, dv). Deterministic cases run 5 times and must be bitwise identical. Scales: the default 1 / sqrt(D), and
+ * negative ones on every head dim.
  *
  * Shapes: q, o, d_o, dq [B, Nq, H, D] and k, v, dk, dv [B, Nk, H_kv, D] in either [B, N, H, D] or [B, H, N, D]
  * memory order (strides); masks [batch_m, heads_m, Nk, 4]. FAMASK_BWD_SMALL=1 runs only the small cases (for
@@ -32,31 +33,40 @@ typedef struct bcase {
     int mask, batch_m, heads_m;
     int deterministic;
     int small;
+    float scale; /* softmax_scale; 0: the default 1 / sqrt(D) */
 } bcase;
 
 static const bcase cases[] = {
-    /* B  H Hkv  Nq   Nk    D  dtype               bhnd mask          bm hm det small */
-    {1, 1, 1, 64, 128, 64, FAMASK_DTYPE_BF16, 0, M_FULL, 1, 1, 0, 1},
-    {1, 2, 1, 77, 45, 32, FAMASK_DTYPE_F16, 1, M_CAUSAL, 1, 1, 0, 1},
-    {2, 2, 2, 100, 130, 64, FAMASK_DTYPE_BF16, 0, M_EMPTY_ROWS, 2, 2, 1, 1},
-    {1, 2, 2, 70, 200, 128, FAMASK_DTYPE_F16, 1, M_RANDOM, 1, 2, 0, 1},
-    {1, 2, 1, 33, 70, 256, FAMASK_DTYPE_BF16, 0, M_DOCUMENT, 1, 1, 1, 1},
-    {2, 4, 2, 200, 200, 128, FAMASK_DTYPE_BF16, 0, M_CAUSAL, 1, 1, 0, 0},
-    {2, 4, 2, 200, 200, 128, FAMASK_DTYPE_F16, 1, M_CAUSAL, 1, 1, 1, 0},
-    {1, 4, 4, 300, 77, 64, FAMASK_DTYPE_BF16, 1, M_RANDOM, 1, 4, 0, 0},
-    {1, 4, 4, 77, 300, 64, FAMASK_DTYPE_F16, 0, M_RANDOM, 1, 4, 1, 0},
-    {2, 6, 1, 130, 250, 96, FAMASK_DTYPE_BF16, 0, M_EMPTY_ROWS, 2, 1, 0, 0},
-    {2, 6, 3, 250, 130, 96, FAMASK_DTYPE_F16, 1, M_DOCUMENT, 2, 3, 1, 0},
-    {1, 4, 2, 129, 129, 32, FAMASK_DTYPE_BF16, 1, M_MIXED, 1, 4, 0, 0},
-    {1, 4, 2, 129, 129, 32, FAMASK_DTYPE_F16, 0, M_MIXED, 1, 2, 1, 0},
-    {1, 2, 2, 190, 190, 256, FAMASK_DTYPE_F16, 1, M_EMPTY_ROWS, 1, 2, 0, 0},
-    {2, 2, 1, 150, 257, 256, FAMASK_DTYPE_BF16, 0, M_CAUSAL, 2, 1, 1, 0},
-    {1, 3, 3, 1, 1, 64, FAMASK_DTYPE_BF16, 0, M_FULL, 1, 1, 0, 1},
-    {1, 2, 2, 700, 700, 128, FAMASK_DTYPE_BF16, 1, M_DOCUMENT, 1, 2, 0, 0},
-    {1, 2, 2, 700, 700, 128, FAMASK_DTYPE_BF16, 0, M_EMPTY_ROWS, 1, 1, 1, 0},
-    {1, 2, 1, 513, 640, 64, FAMASK_DTYPE_F16, 0, M_MIXED, 1, 2, 0, 0},
-    {1, 2, 2, 640, 513, 96, FAMASK_DTYPE_BF16, 1, M_CAUSAL, 1, 1, 0, 0},
-    {1, 8, 2, 256, 256, 128, FAMASK_DTYPE_BF16, 0, M_FULL, 1, 1, 1, 0},
+    /* B  H Hkv  Nq   Nk    D  dtype               bhnd mask          bm hm det small scale */
+    {1, 1, 1, 64, 128, 64, FAMASK_DTYPE_BF16, 0, M_FULL, 1, 1, 0, 1, 0},
+    {1, 2, 1, 77, 45, 32, FAMASK_DTYPE_F16, 1, M_CAUSAL, 1, 1, 0, 1, 0},
+    {2, 2, 2, 100, 130, 64, FAMASK_DTYPE_BF16, 0, M_EMPTY_ROWS, 2, 2, 1, 1, 0},
+    {1, 2, 2, 70, 200, 128, FAMASK_DTYPE_F16, 1, M_RANDOM, 1, 2, 0, 1, 0},
+    {1, 2, 1, 33, 70, 256, FAMASK_DTYPE_BF16, 0, M_DOCUMENT, 1, 1, 1, 1, 0},
+    {2, 4, 2, 200, 200, 128, FAMASK_DTYPE_BF16, 0, M_CAUSAL, 1, 1, 0, 0, 0},
+    {2, 4, 2, 200, 200, 128, FAMASK_DTYPE_F16, 1, M_CAUSAL, 1, 1, 1, 0, 0},
+    {1, 4, 4, 300, 77, 64, FAMASK_DTYPE_BF16, 1, M_RANDOM, 1, 4, 0, 0, 0},
+    {1, 4, 4, 77, 300, 64, FAMASK_DTYPE_F16, 0, M_RANDOM, 1, 4, 1, 0, 0},
+    {2, 6, 1, 130, 250, 96, FAMASK_DTYPE_BF16, 0, M_EMPTY_ROWS, 2, 1, 0, 0, 0},
+    {2, 6, 3, 250, 130, 96, FAMASK_DTYPE_F16, 1, M_DOCUMENT, 2, 3, 1, 0, 0},
+    {1, 4, 2, 129, 129, 32, FAMASK_DTYPE_BF16, 1, M_MIXED, 1, 4, 0, 0, 0},
+    {1, 4, 2, 129, 129, 32, FAMASK_DTYPE_F16, 0, M_MIXED, 1, 2, 1, 0, 0},
+    {1, 2, 2, 190, 190, 256, FAMASK_DTYPE_F16, 1, M_EMPTY_ROWS, 1, 2, 0, 0, 0},
+    {2, 2, 1, 150, 257, 256, FAMASK_DTYPE_BF16, 0, M_CAUSAL, 2, 1, 1, 0, 0},
+    {1, 3, 3, 1, 1, 64, FAMASK_DTYPE_BF16, 0, M_FULL, 1, 1, 0, 1, 0},
+    {1, 2, 2, 700, 700, 128, FAMASK_DTYPE_BF16, 1, M_DOCUMENT, 1, 2, 0, 0, 0},
+    {1, 2, 2, 700, 700, 128, FAMASK_DTYPE_BF16, 0, M_EMPTY_ROWS, 1, 1, 1, 0, 0},
+    {1, 2, 1, 513, 640, 64, FAMASK_DTYPE_F16, 0, M_MIXED, 1, 2, 0, 0, 0},
+    {1, 2, 2, 640, 513, 96, FAMASK_DTYPE_BF16, 1, M_CAUSAL, 1, 1, 0, 0, 0},
+    {1, 8, 2, 256, 256, 128, FAMASK_DTYPE_BF16, 0, M_FULL, 1, 1, 1, 0, 0},
+    /* negative scales (P is recomputed from lse, which holds for either sign), every head dim, both modes */
+    {1, 2, 1, 77, 45, 32, FAMASK_DTYPE_F16, 1, M_CAUSAL, 1, 1, 0, 1, -0.25f},
+    {2, 2, 2, 100, 130, 64, FAMASK_DTYPE_BF16, 0, M_EMPTY_ROWS, 2, 2, 1, 0, -0.125f},
+    {1, 6, 3, 250, 130, 96, FAMASK_DTYPE_BF16, 1, M_DOCUMENT, 1, 3, 0, 0, -0.5f},
+    {2, 4, 2, 200, 200, 128, FAMASK_DTYPE_F16, 0, M_MIXED, 1, 4, 0, 0, -0.0884f},
+    {1, 4, 2, 129, 129, 128, FAMASK_DTYPE_BF16, 1, M_RANDOM, 1, 2, 1, 0, -0.3f},
+    {1, 2, 1, 150, 257, 256, FAMASK_DTYPE_BF16, 0, M_EMPTY_ROWS, 1, 1, 0, 0, -0.0625f},
+    {1, 2, 2, 190, 190, 256, FAMASK_DTYPE_F16, 1, M_CAUSAL, 1, 2, 1, 0, -0.0625f},
 };
 
 /* ---- 16-bit conversions (round to nearest even) ---------------------------------------------------------------- */
@@ -300,7 +310,7 @@ static void run_case(famask_ctx *ctx, const bcase *c)
               D = c->head_dim;
     const int64_t nq_el = (int64_t)B * Nq * H * D, nk_el = (int64_t)B * Nk * Hkv * D;
     const double bound = c->dtype == FAMASK_DTYPE_BF16 ? 2e-2 : 5e-3;
-    const float scale = 1.0f / sqrtf((float)D);
+    const float scale = c->scale != 0.f ? c->scale : 1.0f / sqrtf((float)D);
     famask_mask *mask = NULL;
     int32_t *bounds = NULL;
     host_tensors t;
@@ -385,7 +395,7 @@ static void run_case(famask_ctx *ctx, const bcase *c)
         }
     }
     a.lse = dlse;
-    a.softmax_scale = 0.f; /* the default, 1 / sqrt(D) */
+    a.softmax_scale = c->scale; /* 0: the default, 1 / sqrt(D) */
     a.deterministic = c->deterministic;
     a.device = FAMASK_DEVICE_CUDA;
 
@@ -444,10 +454,10 @@ static void run_case(famask_ctx *ctx, const bcase *c)
             }
 
     int ok = bad == 0 && zero_bad == 0 && nondet == 0 && err[0] < bound && err[1] < bound && err[2] < bound;
-    printf("%s B %d H %d Hkv %d Nq %d Nk %d D %d %s %s mask %s bm %d hm %d det %d: err dq %.2e dk %.2e dv %.2e "
-           "(bound %.0e) nonfinite %d empty rows %d keys %d nonzero %d nondet %d\n",
+    printf("%s B %d H %d Hkv %d Nq %d Nk %d D %d %s %s mask %s bm %d hm %d det %d scale %.4g: err dq %.2e dk %.2e "
+           "dv %.2e (bound %.0e) nonfinite %d empty rows %d keys %d nonzero %d nondet %d\n",
            ok ? "ok  " : "FAIL", B, H, Hkv, Nq, Nk, D, c->dtype == FAMASK_DTYPE_BF16 ? "bf16" : "f16", c->bhnd ? "bhnd" : "bnhd",
-           mask_names[c->mask], c->batch_m, c->heads_m, c->deterministic, err[0], err[1], err[2], bound, bad,
+           mask_names[c->mask], c->batch_m, c->heads_m, c->deterministic, (double)scale, err[0], err[1], err[2], bound, bad,
            n_empty_rows, n_empty_keys, zero_bad, nondet);
     CHECK(bad == 0, "non-finite gradients");
     CHECK(zero_bad == 0, "fully masked rows or keys with non-zero gradients");

@@ -5,7 +5,7 @@
  * Each case draws fresh normal q, k, v (rounded to the case's dtype, so the reference sees the same inputs), builds
  * a mask from vectors (random intervals, random intervals plus a band of fully masked rows, causal, sliding
  * window, documents, causal documents, full; one mask per (batch_m, heads_m)), poisons o and lse, runs the kernel
- * and checks: ||o - ref|| / ||ref|| (Frobenius) <= 1e-2 for bf16 and 3e-3 for fp16; no NaN/Inf in o; lse within
+ * (default, positive and negative softmax scales) and checks: ||o - ref|| / ||ref|| (Frobenius) <= 1e-2 for bf16 and 3e-3 for fp16; no NaN/Inf in o; lse within
  * 1e-3 of the reference (relative, floor 1) and exactly -inf on fully masked rows, whose o must be exactly 0.
  * Shapes: q, o [B, Nq, H, D] or [B, H, Nq, D] (and a padded-row variant) by strides; k, v likewise with H_kv.
  *
@@ -256,7 +256,7 @@ static int run_case(famask_ctx *ctx, const struct fcase *c)
     int64_t nq_el, nk_el, no_el;
     double err2 = 0, ref2 = 0, lse_worst = 0;
     int64_t bad_nonfinite = 0, bad_empty_rows = 0, bad_lse = 0, empty_rows = 0;
-    const double scale = c->scale > 0 ? c->scale : 1.0 / sqrt((double)D);
+    const double scale = c->scale != 0 ? c->scale : 1.0 / sqrt((double)D);
     const double tol = c->dtype == FAMASK_DTYPE_BF16 ? 1e-2 : 3e-3;
 
     memset(&a, 0, sizeof a);
@@ -749,6 +749,7 @@ int main(int argc, char **argv)
             {MK_RANDOM, 1, 2, 2, 33, 70, 256, FAMASK_DTYPE_BF16, L_PADDED, 1, 2, 0},
             {MK_DOCUMENT, 1, 1, 1, 100, 100, 96, FAMASK_DTYPE_F16, L_BNHD, 1, 1, 0},
             {MK_SLIDING, 1, 1, 1, 150, 150, 32, FAMASK_DTYPE_BF16, L_BNHD, 1, 1, 0},
+            {MK_RANDOM_BAND, 1, 2, 1, 130, 90, 128, FAMASK_DTYPE_BF16, L_BNHD, 1, 1, -0.125f}, /* Q negated in smem */
         };
         for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
             CHECK(run_case(ctx, &cs[i]), "small case %zu", i);
@@ -785,6 +786,25 @@ int main(int argc, char **argv)
             c.seq_len_q = c.seq_len_k = tl_rand_int(200, 450);
             CHECK(run_case(ctx, &c), "dims/dtypes causal");
         }
+    }
+    /* a negative scale on every head dim (the kernel negates its Q tile and takes the max as for a positive
+     * scale): random masks with fully masked rows, GQA, ragged tails; scales from -1/sqrt(D) to -2 (at -2 a max
+     * taken on the wrong side would overflow exp) */
+    for (int di = 0; di < 5; di++) {
+        const float negs[] = {-1.f / sqrtf((float)dims[di]), -0.5f, -2.f};
+        struct fcase c = {di % 2 ? MK_RANDOM_BAND : MK_RANDOM,
+                          2,
+                          4,
+                          2,
+                          tl_rand_int(100, 300),
+                          tl_rand_int(100, 300),
+                          dims[di],
+                          dts[di % 2],
+                          (enum layout)(di % 3),
+                          di % 2 ? 1 : 2,
+                          di % 3 == 0 ? 4 : 2,
+                          negs[di % 3]};
+        CHECK(run_case(ctx, &c), "negative scale");
     }
     /* structured masks at sizes where whole tiles are skipped or unmasked */
     for (int ti = 0; ti < 2; ti++) {
