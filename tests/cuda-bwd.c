@@ -1,6 +1,7 @@
 /*
- * cuda-bwd.c: the CUDA attention backward (fm_cuda_bwd) against a float64 reference written here over the
- * dense mask.
+ * cuda-bwd.c: the CUDA attention backward through the public entry (famask_attn_bwd on FAMASK_DEVICE_CUDA, which
+ * validates the arguments and dispatches to fm_cuda_bwd) against a float64 reference written here over the dense
+ * mask, and the public refusals of backward arguments on the cuda device (nothing written).
  *
  * Per case: random normal q, k, v, d_o (rounded to the dtype), o and lse from a float64 reference forward, the
  * backward on the GPU into poisoned (NaN) outputs, then per tensor (dq, dk, dv) the Frobenius relative error
@@ -15,8 +16,7 @@
  */
 #include "testlib.h"
 
-#include "internal.h"
-#include "kernels.h"
+#include "famask.h"
 
 #include <cuda_runtime_api.h>
 #include <math.h>
@@ -405,7 +405,7 @@ static void run_case(famask_ctx *ctx, const bcase *c)
     for (int r = 0; r < runs; r++) {
         for (int i = 5; i < 8; i++)
             CU(cudaMemset(dev[i], 0xFF, sizeof(uint16_t) * n_el[i])); /* NaN in both dtypes */
-        CHECK_OK(ctx, fm_cuda_bwd(ctx, mask, &a));
+        CHECK_OK(ctx, famask_attn_bwd(ctx, mask, &a));
         CU(cudaDeviceSynchronize());
         for (int i = 0; i < 3; i++)
             CU(cudaMemcpy(out[i], dev[5 + i], sizeof(uint16_t) * n_el[5 + i], cudaMemcpyDeviceToHost));
@@ -488,6 +488,118 @@ done:
     famask_mask_free(mask);
 }
 
+/* Arguments famask_attn_bwd refuses on the cuda device, each with a message naming what is wrong, before any
+ * work: the outputs (poisoned) must come back untouched. */
+static void test_refusals(famask_ctx *ctx)
+{
+    enum { N = 40, H = 2, D = 64 };
+    const int64_t el = (int64_t)N * H * D;
+    famask_mask *m = NULL;
+    void *dev[8] = {NULL};
+    float *dlse = NULL;
+    uint16_t *host = malloc(sizeof(uint16_t) * el);
+    famask_attn_args a;
+    famask_tensor *ts[8] = {&a.q, &a.k, &a.v, &a.o, &a.d_o, &a.dq, &a.dk, &a.dv};
+
+    memset(&a, 0, sizeof a);
+    CHECK_OK(ctx, famask_mask_causal(ctx, N, N, &m));
+    for (int i = 0; i < 8; i++) {
+        CU(cudaMalloc(&dev[i], sizeof(uint16_t) * el + 64));
+        CU(cudaMemset(dev[i], i < 5 ? 0 : 0xFF, sizeof(uint16_t) * el + 64));
+    }
+    CU(cudaMalloc((void **)&dlse, sizeof(float) * H * N));
+    CU(cudaMemset(dlse, 0, sizeof(float) * H * N));
+    a.batch = 1;
+    a.n_head = a.n_head_kv = H;
+    a.seq_len_q = a.seq_len_k = N;
+    a.head_dim = D;
+    a.dtype = FAMASK_DTYPE_BF16;
+    a.device = FAMASK_DEVICE_CUDA;
+    a.lse = dlse;
+    for (int i = 0; i < 8; i++) {
+        ts[i]->data = dev[i];
+        ts[i]->stride_batch = (int64_t)N * H * D;
+        ts[i]->stride_seq = (int64_t)H * D;
+        ts[i]->stride_head = D;
+    }
+    /* the valid call first, so that the refusals below are about their one change */
+    CHECK_OK(ctx, famask_attn_bwd(ctx, m, &a));
+    CU(cudaDeviceSynchronize());
+    for (int i = 5; i < 8; i++)
+        CU(cudaMemset(dev[i], 0xFF, sizeof(uint16_t) * el + 64));
+
+    {
+        famask_attn_args b = a;
+        b.head_dim = 80;
+        b.q.stride_head = b.k.stride_head = 80; /* any: the head dim is refused first */
+        famask_status st = famask_attn_bwd(ctx, m, &b);
+        CHECK(st == FAMASK_STATUS_UNSUPPORTED && strstr(famask_ctx_errmsg(ctx), "80"),
+              "head_dim 80 must be refused, got %s '%s'", famask_status_str(st), famask_ctx_errmsg(ctx));
+    }
+    {
+        famask_attn_args b = a;
+        b.lse = NULL;
+        famask_status st = famask_attn_bwd(ctx, m, &b);
+        CHECK(st == FAMASK_STATUS_INVALID_ARGUMENT && strstr(famask_ctx_errmsg(ctx), "'lse'"),
+              "lse NULL must be refused, got %s '%s'", famask_status_str(st), famask_ctx_errmsg(ctx));
+    }
+    {
+        famask_attn_args b = a;
+        b.dk.data = (char *)dev[6] + 2; /* one element off: not 16-byte aligned */
+        famask_status st = famask_attn_bwd(ctx, m, &b);
+        CHECK(st == FAMASK_STATUS_UNSUPPORTED && strstr(famask_ctx_errmsg(ctx), "'dk.data'"),
+              "unaligned dk must be refused, got %s '%s'", famask_status_str(st), famask_ctx_errmsg(ctx));
+    }
+    {
+        famask_attn_args b = a;
+        b.dq.data = b.q.data; /* in place */
+        famask_status st = famask_attn_bwd(ctx, m, &b);
+        CHECK(st == FAMASK_STATUS_INVALID_ARGUMENT && strstr(famask_ctx_errmsg(ctx), "'dq'"),
+              "dq at q's address must be refused, got %s '%s'", famask_status_str(st), famask_ctx_errmsg(ctx));
+    }
+    {
+        famask_attn_args b = a;
+        b.dtype = FAMASK_DTYPE_F32;
+        famask_status st = famask_attn_bwd(ctx, m, &b);
+        CHECK(st == FAMASK_STATUS_UNSUPPORTED && strstr(famask_ctx_errmsg(ctx), "f32"),
+              "f32 on cuda must be refused, got %s '%s'", famask_status_str(st), famask_ctx_errmsg(ctx));
+    }
+    {
+        famask_attn_args b = a;
+        b.softmax_scale = INFINITY;
+        famask_status st = famask_attn_bwd(ctx, m, &b);
+        CHECK(st == FAMASK_STATUS_INVALID_ARGUMENT && strstr(famask_ctx_errmsg(ctx), "softmax_scale"),
+              "an infinite scale must be refused, got %s '%s'", famask_status_str(st), famask_ctx_errmsg(ctx));
+    }
+    {
+        famask_attn_args b = a;
+        b.seq_len_q = N - 1; /* the mask is for N */
+        famask_status st = famask_attn_bwd(ctx, m, &b);
+        CHECK(st == FAMASK_STATUS_INVALID_ARGUMENT && strstr(famask_ctx_errmsg(ctx), "mask"),
+              "a mask of another length must be refused, got %s '%s'", famask_status_str(st), famask_ctx_errmsg(ctx));
+    }
+    /* nothing was written by the refused calls (NaN poison: 0xFFFF in every element) */
+    CU(cudaDeviceSynchronize());
+    {
+        int touched = 0;
+        for (int i = 5; i < 8; i++) {
+            CU(cudaMemcpy(host, dev[i], sizeof(uint16_t) * el, cudaMemcpyDeviceToHost));
+            for (int64_t e = 0; e < el; e++)
+                touched += host[e] != 0xFFFF;
+        }
+        CHECK(touched == 0, "refused calls wrote %d output elements", touched);
+        printf("%s refusals: head_dim 80, lse NULL, unaligned dk, dq in place, f32, infinite scale, mask length; "
+               "outputs untouched\n",
+               touched ? "FAIL" : "ok  ");
+    }
+done:
+    for (int i = 0; i < 8; i++)
+        cudaFree(dev[i]);
+    cudaFree(dlse);
+    free(host);
+    famask_mask_free(m);
+}
+
 int main(void)
 {
     int n_dev = 0;
@@ -504,20 +616,7 @@ int main(void)
         if (!(small && small[0] == '1') || cases[i].small)
             run_case(ctx, &cases[i]);
 
-    /* rejected inputs: an unsupported head dimension names itself */
-    {
-        famask_attn_args a;
-        famask_mask *m = NULL;
-        memset(&a, 0, sizeof a);
-        a.batch = a.n_head = a.n_head_kv = 1;
-        a.seq_len_q = a.seq_len_k = 8;
-        a.head_dim = 80;
-        a.dtype = FAMASK_DTYPE_BF16;
-        CHECK_OK(ctx, famask_mask_create(ctx, 1, 1, 8, 8, &m));
-        CHECK(fm_cuda_bwd(ctx, m, &a) == FAMASK_STATUS_UNSUPPORTED && strstr(famask_ctx_errmsg(ctx), "80"),
-              "head_dim 80 must be refused, got '%s'", famask_ctx_errmsg(ctx));
-        famask_mask_free(m);
-    }
+    test_refusals(ctx);
     famask_ctx_free(ctx);
     return tl_finish();
 }
