@@ -24,24 +24,11 @@
  * is right only for a positive scale; for a negative one the host sets negate_q and passes -scale, and the CTA
  * flips the sign bits of its Q tile in shared memory once before the loop: S' = (-Q) K^T = -S exactly (bf16 and
  * fp16 negate exactly, and round-to-nearest products and sums are symmetric in sign), and (-scale) S' = scale S.
- * The positive case pays one uniform branch per CTA; no second instantiation.
+ * The positive case pays one uniform branch per CTA; no second instantiation. The Hopper kernel
+ * (kernels/fwd-sm90.cu) has no such step, so fm_cuda_fwd gives negative scales to this kernel on every device.
  */
-#include "common.cuh"
 #include "cuda-check.cuh"
-#include "kernels.h"
-
-struct fwd_params {
-    const void *q, *k, *v;
-    void *o;
-    float *lse;
-    int64_t q_b, q_s, q_h, k_b, k_s, k_h, v_b, v_s, v_h, o_b, o_s, o_h;
-    int n_head, seq_len_q, seq_len_k, group; /* group = n_head / n_head_kv */
-    int batch_m, heads_m;
-    float scale_log2; /* |scale| * log2(e) */
-    int negate_q;     /* the scale is negative: S is computed from -Q (see the file's comment) */
-    const int32_t *bounds;
-    const fm_block_summary *summaries;
-};
+#include "fwd.cuh"
 
 /* Shared-memory row width: rows are whole groups of eight 16-byte chunks (see fm_swz). */
 template <int D> struct fwd_row {
@@ -86,43 +73,6 @@ __device__ __forceinline__ void load_tile(uint32_t s, const uint16_t *g, int64_t
             fm_cp_async16(s + 2 * fm_swz<DS>(r, c), ok ? g + (int64_t)(row0 + r) * stride + c * 8 : g, ok ? 16 : 0);
         }
     }
-}
-
-/* The search for live (not skipped) key blocks of query rows [r0, r1). Each warp classifies a window of 32
- * blocks at once (one summary per lane) and keeps the result as two ballot masks, so that finding the next live
- * block costs bit operations, not a dependent global load, on all but one iteration in 32. All warps of the CTA
- * reach the same answers. */
-struct live_scan {
-    int base;            /* first block of the window */
-    unsigned live, part; /* bit i: block base + i is live / partial */
-};
-
-/* The first live block at or after `from`, or n_kb; *cls gets its class. */
-__device__ __forceinline__ int next_live(live_scan &sc, const fm_block_summary *__restrict__ sums, int from, int n_kb,
-                                         int r0, int r1, int *cls)
-{
-    while (from < n_kb) {
-        if (from < sc.base || from >= sc.base + 32) {
-            const int kb = from + threadIdx.x % 32;
-            int c = FM_TILE_SKIPPED;
-            if (kb < n_kb) {
-                fm_block_summary s = sums[kb];
-                c = fm_tile_classify(&s, r0, r1);
-            }
-            sc.base = from;
-            sc.live = __ballot_sync(0xffffffffu, c != FM_TILE_SKIPPED);
-            sc.part = __ballot_sync(0xffffffffu, c == FM_TILE_PARTIAL);
-        }
-        const unsigned m = sc.live >> (from - sc.base);
-        if (m) {
-            const int k = from + __ffs(m) - 1;
-            *cls = (sc.part >> (k - sc.base)) & 1u ? FM_TILE_PARTIAL : FM_TILE_UNMASKED;
-            return k;
-        }
-        from = sc.base + 32;
-    }
-    *cls = FM_TILE_SKIPPED;
-    return n_kb;
 }
 
 template <typename T, int D, int BR, int BC>
@@ -471,6 +421,11 @@ extern "C" famask_status fm_cuda_fwd(famask_ctx *ctx, famask_mask *mask, const f
         return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED,
                         "head_dim %d is not supported by the cuda forward (supported: 32, 64, 96, 128, 256)",
                         a->head_dim);
+    /* The Hopper kernel does not negate Q (see the top of this file): negative scales take the portable one. */
+    const int negative = a->softmax_scale < 0.f;
+    const int sm90 = !negative && fm_fwd_sm90_applies(a->head_dim);
+    if (sm90)
+        block_k = FM_SM90_BLOCK_K;
     if ((st = fm_cuda_mask_device(ctx, mask, block_k, a->stream, &bounds, &sums)) != FAMASK_STATUS_OK)
         return st;
 
@@ -497,6 +452,8 @@ extern "C" famask_status fm_cuda_fwd(famask_ctx *ctx, famask_mask *mask, const f
     p.bounds = bounds;
     p.summaries = sums;
 
+    if (sm90)
+        return fm_fwd_sm90(ctx, p, a->head_dim, a->dtype == FAMASK_DTYPE_BF16, a->batch, stream);
     if (a->dtype == FAMASK_DTYPE_BF16)
         return dispatch<__nv_bfloat16>(ctx, p, a->head_dim, a->batch, stream);
     return dispatch<__half>(ctx, p, a->head_dim, a->batch, stream);

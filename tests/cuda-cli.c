@@ -17,9 +17,9 @@ static char dir[256];
 
 static const char *path(const char *name)
 {
-    static char buf[4][512];
+    static char buf[16][512]; /* one famask attn command line names up to 10 paths */
     static int k;
-    k = (k + 1) % 4;
+    k = (k + 1) % 16;
     snprintf(buf[k], sizeof buf[k], "%s/%s", dir, name);
     return buf[k];
 }
