@@ -456,9 +456,9 @@ static void run_case(famask_ctx *ctx, const bcase *c)
     int ok = bad == 0 && zero_bad == 0 && nondet == 0 && err[0] < bound && err[1] < bound && err[2] < bound;
     printf("%s B %d H %d Hkv %d Nq %d Nk %d D %d %s %s mask %s bm %d hm %d det %d scale %.4g: err dq %.2e dk %.2e "
            "dv %.2e (bound %.0e) nonfinite %d empty rows %d keys %d nonzero %d nondet %d\n",
-           ok ? "ok  " : "FAIL", B, H, Hkv, Nq, Nk, D, c->dtype == FAMASK_DTYPE_BF16 ? "bf16" : "f16", c->bhnd ? "bhnd" : "bnhd",
-           mask_names[c->mask], c->batch_m, c->heads_m, c->deterministic, (double)scale, err[0], err[1], err[2], bound, bad,
-           n_empty_rows, n_empty_keys, zero_bad, nondet);
+           ok ? "ok  " : "FAIL", B, H, Hkv, Nq, Nk, D, c->dtype == FAMASK_DTYPE_BF16 ? "bf16" : "f16",
+           c->bhnd ? "bhnd" : "bnhd", mask_names[c->mask], c->batch_m, c->heads_m, c->deterministic, (double)scale,
+           err[0], err[1], err[2], bound, bad, n_empty_rows, n_empty_keys, zero_bad, nondet);
     CHECK(bad == 0, "non-finite gradients");
     CHECK(zero_bad == 0, "fully masked rows or keys with non-zero gradients");
     CHECK(nondet == 0, "deterministic mode differs between runs");
