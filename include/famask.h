@@ -73,6 +73,8 @@ typedef struct famask_ctx famask_ctx;
 
 /* Creates a context. Fails only for lack of memory. */
 famask_status famask_ctx_create(famask_ctx **out);
+/* Frees the context and the device scratch it keeps (the cuda_unfused device's cuBLAS handle and workspace, made
+ * on first use), after the work queued on it has finished. */
 void famask_ctx_free(famask_ctx *ctx);
 
 /* The message of the last failure on this context ("" when none). Valid until the next call that fails. */
@@ -457,7 +459,11 @@ famask_status famask_device_download(famask_ctx *ctx, void *host_dst, const void
 famask_status famask_device_synchronize(famask_ctx *ctx);
 
 /* Makes (or refreshes) the device copy of the mask and its per-block summaries for the kernels, cached with the
- * mask and freed with it. famask_attn_* on CUDA upload on first use; call this to do it ahead of time. */
+ * mask and freed with it. famask_attn_* on CUDA upload on first use; call this to do it ahead of time. The copy is
+ * asynchronous on stream. Vectors of 64 KiB and more are page-locked in place (cudaHostRegister) by the first
+ * upload, so that every copy is a direct DMA, and stay so until the mask is freed (a caller's own registration of
+ * memory on the same pages then fails; the mask falls back to pageable copies if its pages were registered
+ * first). A refresh allocates nothing. */
 famask_status famask_mask_upload(famask_ctx *ctx, famask_mask *mask, void *stream);
 
 #ifdef __cplusplus

@@ -19,12 +19,23 @@
  *         atomics). Shared-memory reads per mma were the limit of a first version with 16 keys x 64 queries per
  *         warp and P in registers (204 against 230 TFLOP/s, H200, D 128); that version stays for D = 256, where
  *         each warp owns 16 keys and half the head dimension (registers) with a key block of 64.
+ *     Why two kernels: the tuned one (bwd_main2_kernel) cannot serve D = 256. Its key block of 128 needs
+ *     312,320 bytes of shared memory there (K, V, two Q/dO stages, P^T and dS^T), over the 232,448 an sm_90 CTA
+ *     may have, and its 32 keys x D/2 per warp hold 2 x 128 fp32 dK/dV accumulators per thread, over the 255
+ *     registers: instantiated for D = 256 (sm_90a, nvcc 13.0) ptxas gives 255 registers, 2,704 bytes of spill
+ *     stores and 2,212 of loads. With a key block of 64 it would fit shared memory (224,256 bytes), but 8 warps
+ *     over 64 keys then need another warp tiling (16 x 32 S tiles, 32 keys x D/4 of dK/dV per warp), a third
+ *     kernel in all but name; bwd_main_kernel<256, 64, 2> is that kernel already (255 registers, 24 bytes of
+ *     spill stores, 64 of loads).
  *     The walk uses the key block's summary: a tile inside a fully masked row run of LT or UT is skipped, and
  *     the walk jumps to the end of that run at once (so the loop is clamped to the first and last live tiles and
  *     hops over interior masked runs); only partial tiles (and the ragged last key block) apply the element mask,
  *     as a separate uniform branch with the keys' bounds brought into shared memory with the tile (an element
  *     test folded into every tile cost 15%).
  *  3. dq = scale * accumulator, converted to the output dtype.
+ *
+ * Any nonzero softmax_scale works, negative included: P is recomputed from the forward's lse (exp2(s * scale *
+ * log2(e) - L) <= 1 for either sign) and no row max is taken here, unlike the forward.
  *
  * Deterministic mode (args->deterministic): step 2 leaves dQ out, and a query-parallel kernel (one CTA per
  * query tile and head, walking the live key blocks in order) recomputes P and dS and accumulates dQ in

@@ -18,8 +18,14 @@
  *
  * GQA/MQA: query head h reads kv head h / (n_head / n_head_kv); mask head is 0 (heads_m 1), h (heads_m n_head)
  * or the kv head (heads_m n_head_kv); mask batch row 0 or b. Tiles (BR x BC): 128 x 64 for head dims 64-128,
- * 128 x 128 for 32, 64 x 64 for 256. softmax_scale must be >= 0 (0: 1 / sqrt(head_dim)): the row max is taken
- * on the unscaled scores.
+ * 128 x 128 for 32, 64 x 64 for 256.
+ *
+ * softmax_scale may have either sign (0: 1 / sqrt(head_dim)). The row max is taken on the unscaled scores, which
+ * is right only for a positive scale; for a negative one the host sets negate_q and passes -scale, and the CTA
+ * flips the sign bits of its Q tile in shared memory once before the loop: S' = (-Q) K^T = -S exactly (bf16 and
+ * fp16 negate exactly, and round-to-nearest products and sums are symmetric in sign), and (-scale) S' = scale S.
+ * The positive case pays one uniform branch per CTA; no second instantiation. The Hopper kernel
+ * (kernels/fwd-sm90.cu) has no such step, so fm_cuda_fwd gives negative scales to this kernel on every device.
  */
 #include "cuda-check.cuh"
 #include "fwd.cuh"
@@ -146,6 +152,22 @@ __global__ void __launch_bounds__(128, D == 64 ? FAMASK_FWD_D64_CTAS : 1) fwd_ke
         load_block(kb, cls, 0);
     }
     fm_cp_async_commit();
+    if (p.negate_q && kb < n_kb) {
+        /* Q landed (this thread's copies: wait; everyone's: barrier), then flip every sign bit. The loop's first
+         * barrier orders these writes before the first ldmatrix of Q. */
+        fm_cp_async_wait<0>();
+        __syncthreads();
+        uint4 *q4 = reinterpret_cast<uint4 *>(smem);
+#pragma unroll 1
+        for (int i = tid; i < BR * DS / 8; i += 128) {
+            uint4 x = q4[i];
+            x.x ^= 0x80008000u;
+            x.y ^= 0x80008000u;
+            x.z ^= 0x80008000u;
+            x.w ^= 0x80008000u;
+            q4[i] = x;
+        }
+    }
 
     int stage = 0;
     while (kb < n_kb) {
@@ -399,11 +421,9 @@ extern "C" famask_status fm_cuda_fwd(famask_ctx *ctx, famask_mask *mask, const f
         return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED,
                         "head_dim %d is not supported by the cuda forward (supported: 32, 64, 96, 128, 256)",
                         a->head_dim);
-    if (a->softmax_scale < 0.f)
-        return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT,
-                        "softmax_scale %g is negative (give a positive scale, or 0 for 1/sqrt(head_dim))",
-                        (double)a->softmax_scale);
-    const int sm90 = fm_fwd_sm90_applies(a->head_dim);
+    /* The Hopper kernel does not negate Q (see the top of this file): negative scales take the portable one. */
+    const int negative = a->softmax_scale < 0.f;
+    const int sm90 = !negative && fm_fwd_sm90_applies(a->head_dim);
     if (sm90)
         block_k = FM_SM90_BLOCK_K;
     if ((st = fm_cuda_mask_device(ctx, mask, block_k, a->stream, &bounds, &sums)) != FAMASK_STATUS_OK)
@@ -424,7 +444,11 @@ extern "C" famask_status fm_cuda_fwd(famask_ctx *ctx, famask_mask *mask, const f
     p.group = a->n_head / a->n_head_kv;
     p.batch_m = mask->batch_m;
     p.heads_m = mask->heads_m;
-    p.scale_log2 = (a->softmax_scale > 0.f ? a->softmax_scale : 1.f / sqrtf((float)a->head_dim)) * FM_LOG2E;
+    {
+        const float scale = a->softmax_scale != 0.f ? a->softmax_scale : 1.f / sqrtf((float)a->head_dim);
+        p.negate_q = scale < 0.f;
+        p.scale_log2 = fabsf(scale) * FM_LOG2E;
+    }
     p.bounds = bounds;
     p.summaries = sums;
 

@@ -19,7 +19,8 @@ struct fwd_params {
     int64_t q_b, q_s, q_h, k_b, k_s, k_h, v_b, v_s, v_h, o_b, o_s, o_h;
     int n_head, seq_len_q, seq_len_k, group; /* group = n_head / n_head_kv */
     int batch_m, heads_m;
-    float scale_log2;
+    float scale_log2; /* |scale| * log2(e) */
+    int negate_q;     /* the scale is negative: the portable kernel computes S from -Q (see kernels/fwd.cu) */
     const int32_t *bounds;
     const fm_block_summary *summaries;
 };

@@ -20,6 +20,7 @@
 #include <cuda_fp16.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 namespace
 {
@@ -28,10 +29,11 @@ constexpr int kThreads = 256; /* softmax: one block per query row */
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxDevices = 64;
 
-/* Per thread and device: the cuBLAS handle and a grow-only workspace, kept across calls because creating a
- * handle or allocating a gigabyte costs more than a whole attention call at benchmark sizes. `done` marks the
- * end of the last call's use of the workspace, so that a call on another stream cannot overwrite it early. They
- * live until the process ends (no destructor: the CUDA runtime may be gone by then). */
+/* Per device: the cuBLAS handle and a grow-only workspace, kept across calls because creating a handle or
+ * allocating a gigabyte costs more than a whole attention call at benchmark sizes. `done` marks the end of the
+ * last call's use of the workspace, so that a call on another stream cannot overwrite it early. They live in the
+ * context (ctx->scratch, made on first use, released by famask_ctx_free through scratch_free): a context is used
+ * by one thread at a time, so no lock is needed, and nothing outlives the context. */
 struct Workspace {
     int ready;
     cublasHandle_t handle;
@@ -39,7 +41,40 @@ struct Workspace {
     void *buf;
     size_t size;
 };
-thread_local Workspace t_ws[kMaxDevices];
+
+struct Scratch {
+    Workspace ws[kMaxDevices];
+};
+
+/* ctx->scratch_free: waits for the last use of each workspace, then releases it on its own device. Errors are
+ * ignored: this runs from famask_ctx_free, which cannot report them. */
+void scratch_free(void *p)
+{
+    Scratch *sc = static_cast<Scratch *>(p);
+    int current = -1;
+    if (!sc)
+        return;
+    if (cudaGetDevice(&current) != cudaSuccess)
+        current = -1;
+    for (int dev = 0; dev < kMaxDevices; dev++) {
+        Workspace *w = &sc->ws[dev];
+        if (!w->ready && !w->buf)
+            continue;
+        if (cudaSetDevice(dev) != cudaSuccess)
+            continue;
+        if (w->ready) {
+            (void)cudaEventSynchronize(w->done);
+            (void)cudaEventDestroy(w->done);
+            (void)cublasDestroy(w->handle);
+        }
+        if (w->buf)
+            (void)cudaFree(w->buf);
+    }
+    if (current >= 0)
+        (void)cudaSetDevice(current);
+    (void)cudaGetLastError();
+    free(sc);
+}
 
 __device__ __forceinline__ bool visible(int4 c, int i)
 {
@@ -170,9 +205,9 @@ famask_status check_args(famask_ctx *ctx, const famask_mask *mask, const famask_
     return FAMASK_STATUS_OK;
 }
 
-/* The workspace of the current device, at least `need` bytes (a previous, smaller one is freed after its last
- * use completes). */
-famask_status workspace_get(famask_ctx *ctx, size_t need, Workspace **out)
+/* The workspace of the current device in scratch sc, at least `need` bytes (a previous, smaller one is freed
+ * after its last use completes). */
+famask_status workspace_get(famask_ctx *ctx, Scratch *sc, size_t need, Workspace **out)
 {
     famask_status st = FAMASK_STATUS_OK;
     int dev = 0;
@@ -183,10 +218,14 @@ famask_status workspace_get(famask_ctx *ctx, size_t need, Workspace **out)
                       kMaxDevices);
         goto fail;
     }
-    w = &t_ws[dev];
+    w = &sc->ws[dev];
     if (!w->ready) {
         FM_CUBLAS(ctx, cublasCreate(&w->handle));
-        FM_CUDA(ctx, cudaEventCreateWithFlags(&w->done, cudaEventDisableTiming));
+        cudaError_t e = cudaEventCreateWithFlags(&w->done, cudaEventDisableTiming);
+        if (e != cudaSuccess) {
+            (void)cublasDestroy(w->handle);
+            FM_CUDA(ctx, e);
+        }
         w->ready = 1;
     }
     if (w->size < need) {
@@ -256,6 +295,8 @@ extern "C" famask_status fm_cuda_unfused_fwd(famask_ctx *ctx, famask_mask *mask,
         rows_tile = 1;
 
     const int32_t *dbounds = NULL;
+    Scratch *sc = ctx ? static_cast<Scratch *>(ctx->scratch) : NULL;
+    int own_scratch = 0;
     Workspace *w = NULL;
     float *S = NULL;
     unsigned short *P = NULL;
@@ -263,10 +304,23 @@ extern "C" famask_status fm_cuda_unfused_fwd(famask_ctx *ctx, famask_mask *mask,
     st = fm_cuda_mask_device(ctx, mask, 0, a->stream, &dbounds, NULL);
     if (st)
         return st;
+    if (ctx && ctx->scratch && ctx->scratch_free != scratch_free)
+        return fm_error(ctx, FAMASK_STATUS_INTERNAL, "the context's device scratch belongs to another module");
+    if (!sc) {
+        sc = static_cast<Scratch *>(fm_calloc(ctx, 1, sizeof *sc));
+        if (!sc)
+            return FAMASK_STATUS_NO_MEMORY;
+        if (ctx) {
+            ctx->scratch = sc;
+            ctx->scratch_free = scratch_free;
+        } else {
+            own_scratch = 1; /* no context to keep it in: released at the end of this call */
+        }
+    }
     s_bytes = ((size_t)nb * rows_tile * ld * sizeof(float) + 255) / 256 * 256;
-    st = workspace_get(ctx, s_bytes + (size_t)nb * rows_tile * ld * esize, &w);
+    st = workspace_get(ctx, sc, s_bytes + (size_t)nb * rows_tile * ld * esize, &w);
     if (st)
-        return st;
+        goto fail;
     S = (float *)w->buf;
     P = (unsigned short *)((char *)w->buf + s_bytes);
     FM_CUDA(ctx, cudaStreamWaitEvent(stream, w->done, 0));
@@ -312,9 +366,13 @@ extern "C" famask_status fm_cuda_unfused_fwd(famask_ctx *ctx, famask_mask *mask,
         }
     }
     FM_CUDA(ctx, cudaEventRecord(w->done, stream));
+    if (own_scratch)
+        scratch_free(sc); /* waits for the work queued above */
     return FAMASK_STATUS_OK;
 fail:
     if (w)
         (void)cudaEventRecord(w->done, stream);
+    if (own_scratch)
+        scratch_free(sc);
     return st;
 }

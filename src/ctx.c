@@ -26,7 +26,14 @@ famask_status famask_ctx_create(famask_ctx **out)
     return *out ? FAMASK_STATUS_OK : FAMASK_STATUS_NO_MEMORY;
 }
 
-void famask_ctx_free(famask_ctx *ctx) { free(ctx); }
+void famask_ctx_free(famask_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    if (ctx->scratch && ctx->scratch_free)
+        ctx->scratch_free(ctx->scratch);
+    free(ctx);
+}
 
 const char *famask_ctx_errmsg(const famask_ctx *ctx) { return ctx ? ctx->errmsg : ""; }
 

@@ -15,6 +15,10 @@
 
 struct famask_ctx {
     char errmsg[FM_ERRMSG_MAX];
+    /* Device scratch owned by the kernels module (the unfused path's cuBLAS handles and workspace), made on first
+     * use; famask_ctx_free releases it through scratch_free. One context is used by one thread at a time. */
+    void *scratch;
+    void (*scratch_free)(void *scratch);
 };
 
 struct famask_mask {

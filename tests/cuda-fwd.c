@@ -5,9 +5,10 @@
  * Each case draws fresh normal q, k, v (rounded to the case's dtype, so the reference sees the same inputs), builds
  * a mask from vectors (random intervals, random intervals plus a band of fully masked rows, causal, sliding
  * window, documents, causal documents, full; one mask per (batch_m, heads_m)), poisons o and lse, runs the kernel
- * and checks: ||o - ref|| / ||ref|| (Frobenius) <= 1e-2 for bf16 and 3e-3 for fp16; no NaN/Inf in o; lse within
- * 1e-3 of the reference (relative, floor 1) and exactly -inf on fully masked rows, whose o must be exactly 0.
- * Shapes: q, o [B, Nq, H, D] or [B, H, Nq, D] (and a padded-row variant) by strides; k, v likewise with H_kv.
+ * (default, positive and negative softmax scales) and checks: ||o - ref|| / ||ref|| (Frobenius) <= 1e-2 for bf16 and
+ * 3e-3 for fp16; no NaN/Inf in o; lse within 1e-3 of the reference (relative, floor 1) and exactly -inf on fully masked
+ * rows, whose o must be exactly 0. Shapes: q, o [B, Nq, H, D] or [B, H, Nq, D] (and a padded-row variant) by strides;
+ * k, v likewise with H_kv.
  *
  *   cuda-fwd            all cases
  *   cuda-fwd --small    a few small cases (for compute-sanitizer)
@@ -256,7 +257,7 @@ static int run_case(famask_ctx *ctx, const struct fcase *c)
     int64_t nq_el, nk_el, no_el;
     double err2 = 0, ref2 = 0, lse_worst = 0;
     int64_t bad_nonfinite = 0, bad_empty_rows = 0, bad_lse = 0, empty_rows = 0;
-    const double scale = c->scale > 0 ? c->scale : 1.0 / sqrt((double)D);
+    const double scale = c->scale != 0 ? c->scale : 1.0 / sqrt((double)D);
     const double tol = c->dtype == FAMASK_DTYPE_BF16 ? 1e-2 : 3e-3;
 
     memset(&a, 0, sizeof a);
@@ -493,6 +494,96 @@ static void test_mask_device(famask_ctx *ctx)
     }
 }
 
+/* Device copy of mask m against its host vectors, bit for bit (after the work on stream s). */
+static int device_copy_ok(famask_ctx *ctx, famask_mask *m, cudaStream_t s)
+{
+    const int32_t *db = NULL;
+    const size_t bytes = (size_t)famask_mask_batch(m) * famask_mask_heads(m) * famask_mask_seq_len_k(m) * 16;
+    int32_t *got = malloc(bytes);
+    int ok = got && fm_cuda_mask_device(ctx, m, 0, s, &db, NULL) == FAMASK_STATUS_OK &&
+             cuda_ok(cudaStreamSynchronize(s), "sync") &&
+             cuda_ok(cudaMemcpy(got, db, bytes, cudaMemcpyDeviceToHost), "copy") &&
+             memcmp(got, famask_mask_bounds(m), bytes) == 0;
+    free(got);
+    return ok;
+}
+
+static int is_page_locked(const void *p)
+{
+    struct cudaPointerAttributes pa;
+    int locked = cudaPointerGetAttributes(&pa, p) == cudaSuccess && pa.type == cudaMemoryTypeHost;
+    (void)cudaGetLastError();
+    return locked;
+}
+
+/* The upload copies large masks from their own host vectors, page-locked in place on first upload
+ * (kernels/mask-device.cu): a 20,000-column mask is page-locked after an upload on a caller's non-blocking stream
+ * and its device copy is right, as is a refresh; a clone (page-locked too, or left pageable where its pages meet
+ * the original's) is right and stays right after the original is freed; famask_mask_free unpins (a buffer that
+ * lands at the freed address can be registered again; run only when malloc gives that address back); a small
+ * mask (not pinned: under the threshold) uploads right on the same stream. */
+static void test_mask_pinned(famask_ctx *ctx)
+{
+    const int nk = 20000;
+    const size_t bytes = (size_t)nk * 16;
+    famask_mask *m = make_mask(ctx, MK_RANDOM, 1, 1, 3000, nk), *c = NULL,
+                *small = make_mask(ctx, MK_CAUSAL, 1, 1, 100, 100);
+    cudaStream_t s = NULL;
+    uintptr_t addr;
+    void *buf;
+    int can_register;
+
+    if (!m || !small || !cuda_ok(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "stream")) {
+        CHECK(0, "pinned mask test setup");
+        goto done;
+    }
+    /* Some runtimes refuse cudaHostRegister (the upload then keeps pageable copies, which is right too): probe. */
+    buf = malloc(bytes);
+    can_register = buf && cudaHostRegister(buf, bytes, cudaHostRegisterDefault) == cudaSuccess;
+    if (can_register)
+        cudaHostUnregister(buf);
+    (void)cudaGetLastError();
+    free(buf);
+    printf("pinned-mask test: cudaHostRegister %s here\n",
+           can_register ? "works" : "is refused (page-locked checks skipped)");
+    CHECK_OK(ctx, famask_mask_upload(ctx, m, s));
+    CHECK(device_copy_ok(ctx, m, s), "device copy of a 20,000-column mask uploaded on a stream");
+    CHECK(!can_register || is_page_locked(famask_mask_bounds(m)),
+          "a 20,000-column mask's vectors are page-locked after its upload");
+    CHECK_OK(ctx, famask_mask_upload(ctx, m, s));
+    CHECK(device_copy_ok(ctx, m, s), "device copy after a refresh");
+    CHECK_OK(ctx, famask_mask_clone(ctx, m, &c));
+    if (c) {
+        CHECK_OK(ctx, famask_mask_upload(ctx, c, s));
+        CHECK(device_copy_ok(ctx, c, s), "device copy of the clone");
+        printf("pinned-mask test: clone %s\n", is_page_locked(famask_mask_bounds(c)) ? "page-locked" : "pageable");
+    }
+    addr = (uintptr_t)famask_mask_bounds(m);
+    famask_mask_free(m);
+    m = NULL;
+    if (c)
+        CHECK(device_copy_ok(ctx, c, s), "device copy of the clone after the original is freed");
+    buf = malloc(bytes);
+    if (buf && (uintptr_t)buf == addr && can_register) {
+        cudaError_t e = cudaHostRegister(buf, bytes, cudaHostRegisterDefault);
+        CHECK(e == cudaSuccess, "memory of a freed mask is still registered: %s", cudaGetErrorString(e));
+        if (e == cudaSuccess)
+            cudaHostUnregister(buf);
+        (void)cudaGetLastError();
+    }
+    printf("pinned-mask test: unpin check %s\n",
+           buf && (uintptr_t)buf == addr && can_register ? "ran" : "skipped (new address or no registration)");
+    free(buf);
+    CHECK_OK(ctx, famask_mask_upload(ctx, small, s));
+    CHECK(device_copy_ok(ctx, small, s), "device copy of a small (pageable) mask");
+done:
+    famask_mask_free(m);
+    famask_mask_free(c);
+    famask_mask_free(small);
+    if (s)
+        cudaStreamDestroy(s);
+}
+
 /* Arguments the kernels do not support fail with a message, before any launch. */
 static void test_unsupported(famask_ctx *ctx)
 {
@@ -657,52 +748,74 @@ static int bench(famask_ctx *ctx, int D, int n_masks)
             cudaDeviceSynchronize();
             refresh[r] = (float)(now_ms() - t0);
         }
-        /* where the time goes: allocation, pageable and pinned copies of the same bytes */
+        /* Where the time goes. "upload's copy": the copy the upload makes, from the mask's own vectors (pinned by
+         * its first upload, see kernels/mask-device.cu), timed alone with the host clock and with CUDA events;
+         * then, for comparison, a copy of the same bytes from a pageable buffer and from cudaMallocHost memory,
+         * an allocation, and a registration of a fresh buffer (what the first upload adds). */
         {
             size_t bytes = (size_t)n * 16;
-            void *dbuf = NULL, *pinned = NULL;
-            float t_alloc[10], t_page[10], t_pin[10];
+            void *dbuf = NULL, *pinned = NULL, *pageable = malloc(bytes);
+            float t_alloc[10], t_page[10], t_pin[10], t_own[10], t_own_ev[10];
             cudaMallocHost(&pinned, bytes);
             memcpy(pinned, famask_mask_bounds(m), bytes);
+            memcpy(pageable, famask_mask_bounds(m), bytes);
             for (int r = 0; r < 10; r++) {
                 cudaDeviceSynchronize();
                 double t0 = now_ms();
                 cudaMalloc(&dbuf, bytes);
                 t_alloc[r] = (float)(now_ms() - t0);
                 t0 = now_ms();
-                cudaMemcpyAsync(dbuf, famask_mask_bounds(m), bytes, cudaMemcpyHostToDevice, 0);
+                cudaMemcpyAsync(dbuf, pageable, bytes, cudaMemcpyHostToDevice, 0);
                 cudaDeviceSynchronize();
                 t_page[r] = (float)(now_ms() - t0);
                 t0 = now_ms();
                 cudaMemcpyAsync(dbuf, pinned, bytes, cudaMemcpyHostToDevice, 0);
                 cudaDeviceSynchronize();
                 t_pin[r] = (float)(now_ms() - t0);
+                t0 = now_ms();
+                cudaEventRecord(e0, 0);
+                cudaMemcpyAsync(dbuf, famask_mask_bounds(m), bytes, cudaMemcpyHostToDevice, 0);
+                cudaEventRecord(e1, 0);
+                cudaDeviceSynchronize();
+                t_own[r] = (float)(now_ms() - t0);
+                cudaEventElapsedTime(&t_own_ev[r], e0, e1);
                 cudaFree(dbuf);
             }
             qsort(t_alloc, 10, sizeof(float), cmp_float);
             qsort(t_page, 10, sizeof(float), cmp_float);
             qsort(t_pin, 10, sizeof(float), cmp_float);
+            qsort(t_own, 10, sizeof(float), cmp_float);
+            qsort(t_own_ev, 10, sizeof(float), cmp_float);
             float t_reg[10];
             for (int r = 0; r < 10; r++) {
                 void *hb = malloc(bytes);
                 memcpy(hb, famask_mask_bounds(m), bytes);
                 double t0 = now_ms();
-                cudaHostRegister(hb, bytes, cudaHostRegisterDefault);
+                cudaHostRegister(hb, bytes, cudaHostRegisterPortable);
                 cudaHostUnregister(hb);
                 t_reg[r] = (float)(now_ms() - t0);
                 free(hb);
             }
             qsort(t_reg, 10, sizeof(float), cmp_float);
-            printf("bench-upload parts (medians): cudaMalloc %.3f ms, pageable copy %.3f ms, pinned copy %.3f ms, "
-                   "cudaHostRegister+Unregister %.3f ms\n",
-                   (t_alloc[4] + t_alloc[5]) / 2, (t_page[4] + t_page[5]) / 2, (t_pin[4] + t_pin[5]) / 2,
-                   (t_reg[4] + t_reg[5]) / 2);
+            struct cudaPointerAttributes pa;
+            int registered =
+                cudaPointerGetAttributes(&pa, famask_mask_bounds(m)) == cudaSuccess && pa.type == cudaMemoryTypeHost;
+            (void)cudaGetLastError();
+            printf("bench-upload copy alone (medians): upload's copy from the mask's vectors (%s) %.3f ms host clock, "
+                   "%.3f ms CUDA events\n",
+                   registered ? "page-locked" : "pageable", (t_own[4] + t_own[5]) / 2, (t_own_ev[4] + t_own_ev[5]) / 2);
+            printf(
+                "bench-upload parts (medians): cudaMalloc %.3f ms, pageable copy %.3f ms, cudaMallocHost copy %.3f ms, "
+                "cudaHostRegister+Unregister %.3f ms\n",
+                (t_alloc[4] + t_alloc[5]) / 2, (t_page[4] + t_page[5]) / 2, (t_pin[4] + t_pin[5]) / 2,
+                (t_reg[4] + t_reg[5]) / 2);
             cudaFreeHost(pinned);
+            free(pageable);
         }
         qsort(first, 10, sizeof first[0], cmp_float);
         qsort(refresh, 20, sizeof refresh[0], cmp_float);
-        printf("bench-upload %d columns (%.1f MiB): first upload (alloc + copy + 2 summaries) median %.3f ms, "
-               "refresh (copy + 2 summaries) median %.3f ms (host clock around device syncs)\n",
+        printf("bench-upload %d columns (%.1f MiB): first upload (alloc + register + copy + 2 summaries) median %.3f "
+               "ms, refresh (copy + 2 summaries) median %.3f ms (host clock around device syncs)\n",
                n, n * 16.0 / 1048576, (first[4] + first[5]) / 2, (refresh[9] + refresh[10]) / 2);
         famask_mask_free(m);
     }
@@ -749,6 +862,7 @@ int main(int argc, char **argv)
             {MK_RANDOM, 1, 2, 2, 33, 70, 256, FAMASK_DTYPE_BF16, L_PADDED, 1, 2, 0},
             {MK_DOCUMENT, 1, 1, 1, 100, 100, 96, FAMASK_DTYPE_F16, L_BNHD, 1, 1, 0},
             {MK_SLIDING, 1, 1, 1, 150, 150, 32, FAMASK_DTYPE_BF16, L_BNHD, 1, 1, 0},
+            {MK_RANDOM_BAND, 1, 2, 1, 130, 90, 128, FAMASK_DTYPE_BF16, L_BNHD, 1, 1, -0.125f}, /* Q negated in smem */
         };
         for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
             CHECK(run_case(ctx, &cs[i]), "small case %zu", i);
@@ -757,6 +871,7 @@ int main(int argc, char **argv)
     }
 
     test_mask_device(ctx);
+    test_mask_pinned(ctx);
     test_unsupported(ctx);
 
     /* every head dim and dtype on a random mask with ragged tails, GQA, per-head masks, all three layouts */
@@ -785,6 +900,25 @@ int main(int argc, char **argv)
             c.seq_len_q = c.seq_len_k = tl_rand_int(200, 450);
             CHECK(run_case(ctx, &c), "dims/dtypes causal");
         }
+    }
+    /* a negative scale on every head dim (the kernel negates its Q tile and takes the max as for a positive
+     * scale): random masks with fully masked rows, GQA, ragged tails; scales from -1/sqrt(D) to -2 (at -2 a max
+     * taken on the wrong side would overflow exp) */
+    for (int di = 0; di < 5; di++) {
+        const float negs[] = {-1.f / sqrtf((float)dims[di]), -0.5f, -2.f};
+        struct fcase c = {di % 2 ? MK_RANDOM_BAND : MK_RANDOM,
+                          2,
+                          4,
+                          2,
+                          tl_rand_int(100, 300),
+                          tl_rand_int(100, 300),
+                          dims[di],
+                          dts[di % 2],
+                          (enum layout)(di % 3),
+                          di % 2 ? 1 : 2,
+                          di % 3 == 0 ? 4 : 2,
+                          negs[di % 3]};
+        CHECK(run_case(ctx, &c), "negative scale");
     }
     /* structured masks at sizes where whole tiles are skipped or unmasked */
     for (int ti = 0; ti < 2; ti++) {

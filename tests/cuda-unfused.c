@@ -5,7 +5,8 @@
  * Cases cover bf16 and fp16; [B, N, H, D], [B, H, N, D] and padded row strides; Nq != Nk and ragged lengths;
  * GQA/MQA (both ways the kernel batches heads); masks per head, per K/V head and broadcast, per batch row and
  * broadcast; full, causal, random, sliding-window and fully-masked-row masks; head dims 32..256; a non-default
- * scale; lse absent; tiles of query rows smaller than Nq; and two cases through famask_attn_fwd's dispatch. Outputs are
+ * scale; lse absent; tiles of query rows smaller than Nq; two cases through famask_attn_fwd's dispatch; and the
+ * workspace's home in the context (a NULL context, a second context freed between calls). Outputs are
  * poisoned (NaN) before each run. Inputs are rounded to the 16-bit dtype before the reference sees them, so the error
  * measured is the GPU's. Exits 77 without a CUDA device.
  */
@@ -420,6 +421,19 @@ int main(int argc, char **argv)
     int id = 0;
     for (size_t x = 0; x < sizeof fixed / sizeof fixed[0]; x++)
         run_case(ctx, id++, &fixed[x]);
+
+    /* The cuBLAS handle and workspace live in the context: a call without one (its scratch is made and released
+     * within the call), a second context freed after its call, and the first context still working after that. */
+    run_case(NULL, id++, &fixed[2]);
+    {
+        famask_ctx *ctx2 = NULL;
+        CHECK(famask_ctx_create(&ctx2) == FAMASK_STATUS_OK, "second context");
+        if (ctx2) {
+            run_case(ctx2, id++, &fixed[10]);
+            famask_ctx_free(ctx2);
+        }
+        run_case(ctx, id++, &fixed[11]);
+    }
 
     /* random combinations */
     static const int dims[] = {32, 64, 96, 128, 192, 256};
