@@ -2,20 +2,21 @@
  * fwd-sm90.cu: the attention forward on Hopper (sm_90a): wgmma from shared memory, FlashMask tile skipping.
  *
  * Same contract as the portable kernel in fwd.cu (shapes, strides, GQA, broadcast masks, lse, empty rows give
- * o = 0 and lse = -inf); used for head dim 128 on sm_90 devices when the library was built for sm_90a
- * (the kernel also serves 64, but the portable kernel is faster there for now).
+ * o = 0 and lse = -inf, any sign of softmax_scale); used for head dims 64 and 128 on sm_90 devices when the
+ * library was built for sm_90a.
  *
- * One CTA of two warpgroups per (query tile of 128 rows, head, batch); warpgroup w owns rows 64w..64w+63. Key
- * blocks of 128 columns. Q comes in by cp.async; K and V by the tensor-memory-access engine (TMA, 128-byte
- * swizzle, one box of 64 columns at a time, completing on mbarriers), two stages each, with K one block ahead
- * of V. Per live block each warpgroup computes
+ * Persistent CTAs of two warpgroups, one per multiprocessor, each walking a list of query tiles of 128 rows
+ * (head, batch); warpgroup w owns rows 64w..64w+63. Key blocks of 128 columns. Q, K and V come in by the
+ * tensor-memory-access engine (TMA, 128-byte swizzle, one box of 64 columns at a time, completing on
+ * mbarriers), K and V in two stages each with K one block ahead of V; the next tile's Q and first blocks are
+ * loaded while the current tile's last block and output are finished. Per live block each warpgroup computes
  *     S = Q K^T  as D/16 wgmma m64n128k16, both operands from shared memory (K-major),
  *     the element mask (partial blocks only), the online softmax in base 2 on the accumulator registers,
  *     O += P V  as 8 wgmma m64nDk16 with P from registers and V from shared memory (MN-major: V is stored as
  *               loaded, key rows of D elements, and the instruction transposes it),
  * software-pipelined so that the softmax of block j + 1 runs while O += P_j V_j is on the tensor cores (the
  * loop's comment has the order). Measured on an H200 (8K, B 4, H 16, bf16, full mask): 389 TFLOP/s with
- * cp.async loads and no overlap, 415 with the overlap, 518 with TMA (bench/RESULTS.md).
+ * cp.async loads and no overlap, 415 with the overlap, 518 with TMA, 528 persistent (bench/RESULTS.md).
  * Tiles in shared memory are stored in the canonical 128-byte-swizzle layout of wgmma: the D columns split into
  * atoms of 64 elements (128 bytes), each atom a [rows][64] block whose 16-byte chunk c of row r sits at chunk
  * c ^ (r % 8); block bases are 1024-byte aligned, so the hardware's swizzle (address bits 4-6 xor 7-9) matches.
@@ -48,9 +49,9 @@ template <> struct fm_is_bf16<__nv_bfloat16> {
 
 template <int D> constexpr int smem_bytes()
 {
-    /* Q, then two stages of K, V, then two stages of column bounds; 1024 for aligning the base */
-    /* ... and three mbarriers */
-    return 1024 + BR * D * 2 + 2 * 2 * BC * D * 2 + 2 * BC * 16 + 3 * 8;
+    /* Q, two stages of K, two of V, the output tile, two stages of column bounds, three mbarriers; 1024 for
+     * aligning the base */
+    return 1024 + BR * D * 2 + 2 * 2 * BC * D * 2 + BR * D * 2 + 2 * BC * 16 + 3 * 8;
 }
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -84,13 +85,6 @@ FM_DEV void wg_commit()
 template <int N> FM_DEV void wg_wait()
 {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
-
-/* Orders this thread's earlier generic-proxy writes to shared memory (cp.async, st.shared) before later reads by
- * the async proxy (wgmma). */
-FM_DEV void fence_proxy_async()
-{
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
 /* mbarriers (shared memory, 8 bytes) and the tensor-memory-access copy engine. One thread arms a barrier with
@@ -188,37 +182,25 @@ template <int ROWS> FM_DEV uint32_t sw128(int r, int c)
     return (uint32_t)((c / 8) * ROWS * 128 + r * 128 + (((c % 8) ^ (r % 8)) << 4));
 }
 
-/* cp.async of rows [row0, row0 + ROWS) of a [n, D] view (row stride `stride` elements) into a swizzled tile;
- * rows at or past n_valid are zero-filled. 256 threads: thread t copies chunk t % (D / 8) of every
- * (256 / (D / 8))-th row, whose swizzle phase (r % 8) never changes. */
-template <int D, int ROWS>
-FM_DEV void load_rows(uint32_t s, const uint16_t *g, int64_t stride, int row0, int n_valid)
-{
-    constexpr int CH = D / 8, STEP = NTHREADS / CH;
-    static_assert(STEP % 8 == 0 && ROWS % STEP == 0, "rows must split evenly over the threads");
-    const int c = threadIdx.x % CH;
-    int r = threadIdx.x / CH;
-    const uint16_t *src = g + (int64_t)(row0 + r) * stride + c * 8;
-    uint32_t dst = s + sw128<ROWS>(r, c);
-#pragma unroll 1
-    for (int i = 0; i < ROWS / STEP; i++) {
-        fm_cp_async16(dst, row0 + r < n_valid ? src : g, row0 + r < n_valid ? 16 : 0);
-        r += STEP;
-        src += STEP * stride;
-        dst += STEP * 128;
-    }
-}
-
 #endif /* FM_SM90_BODY */
 
 /* ---- the kernel -------------------------------------------------------------------------------------------- */
 
-/* tmk, tmv: tensor maps of K and V (see make_map); seq_major says whether their dims are (D, seq, head, batch)
- * or (D, head, seq, batch). */
+/* The tensor maps of Q, K and V (see make_map), each with its dimension order (kv_seq_major, q_seq_major). */
+struct fwd_maps {
+    CUtensorMap q, k, v;
+    int q_seq_major, kv_seq_major;
+    int batch;
+};
+
+/* Persistent: gridDim.x CTAs (one per multiprocessor) share the n_tiles = ceil(Nq / BR) * H * B query tiles.
+ * Tile t is query tile n_qt - 1 - t % n_qt of head and batch t / n_qt: the tiles running at one time belong to
+ * a few heads, whose K and V stay in L2 (ordered by head first, the tiles of 132 heads at once missed L2 and
+ * ran at 434 against 518 TFLOP/s), and within a head the tiles with the most key blocks under causal-like
+ * masks come first. CTA c takes tiles c, 2G - 1 - c, 2G + c, 4G - 1 - c, ... (a snake order, which evens out
+ * the sums of decreasing tile costs). */
 template <typename T, int D>
-__global__ void __launch_bounds__(NTHREADS, 1)
-    fwd_sm90_kernel(const fwd_params p, const __grid_constant__ CUtensorMap tmk, const __grid_constant__ CUtensorMap tmv,
-                    const int seq_major)
+__global__ void __launch_bounds__(NTHREADS, 1) fwd_sm90_kernel(const fwd_params p, const __grid_constant__ fwd_maps m)
 {
 #ifdef FM_SM90_BODY
     using dt = fm_dtype<T>;
@@ -230,66 +212,79 @@ __global__ void __launch_bounds__(NTHREADS, 1)
     const uint32_t base = (fm_smem_addr(smem_raw) + 1023u) & ~1023u;
     unsigned char *smem = smem_raw + (base - fm_smem_addr(smem_raw));
     const uint32_t sQ = base;
-    const uint32_t sK = sQ + TILE_Q;         /* two stages */
-    const uint32_t sV = sK + 2 * TILE_K;     /* two stages */
-    const uint32_t sB = sV + 2 * TILE_K;     /* two stages of BC int4 */
+    const uint32_t sK = sQ + TILE_Q;     /* two stages */
+    const uint32_t sV = sK + 2 * TILE_K; /* two stages */
+    const uint32_t sO = sV + 2 * TILE_K; /* the output tile on its way out */
+    const uint32_t sB = sO + TILE_Q;     /* two stages of BC int4 */
     const int4 *sBounds = reinterpret_cast<const int4 *>(smem + (sB - base));
-    const uint32_t sBar = sB + 2 * BC * 16; /* bar[0], bar[1]: the loads of iteration j - 1 for j even, odd;
-                                               bar[2]: block 0's K */
+    /* bar[0], bar[1]: the load groups {K_j+1, V_j}, alternating; bar[2]: a tile's {Q, K_0} */
+    const uint32_t sBar = sB + 2 * BC * 16;
 
     const int tid = threadIdx.x, wg = tid / 128, warp = (tid / 32) % 4, lane = tid % 32;
     const int g = lane / 4, t = lane % 4;
-    const int qt = gridDim.x - 1 - blockIdx.x; /* longest walks first under causal-like masks */
-    const int h = blockIdx.y, b = blockIdx.z;
-    const int hk = h / p.group;
-    const int mb = p.batch_m == 1 ? 0 : b;
-    const int mh = p.heads_m == 1 ? 0 : (p.heads_m == p.n_head ? h : hk);
-    const int r0 = qt * BR, r1 = min(r0 + BR, p.seq_len_q);
     const int n_kb = (p.seq_len_k + BC - 1) / BC;
+    const int n_qt = (p.seq_len_q + BR - 1) / BR, n_bh = p.n_head * m.batch;
+    const int n_tiles = n_qt * n_bh, G = gridDim.x;
+    const float sl2 = p.negate_q ? -p.scale_log2 : p.scale_log2; /* this kernel takes the signed scale */
+    const float mval = sl2 >= 0.f ? -INFINITY : INFINITY; /* a masked raw score: scaled, it is -inf */
+    const uint32_t q_wg = sQ + wg * 64 * 128;              /* this warpgroup's Q rows */
 
-    const uint16_t *gq = static_cast<const uint16_t *>(p.q) + b * p.q_b + h * p.q_h;
-    const int64_t mask_bh = (int64_t)mb * p.heads_m + mh;
-    const fm_block_summary *sums = p.summaries + mask_bh * n_kb;
-    const int32_t *gb = p.bounds + mask_bh * p.seq_len_k * 4;
+    /* The current tile and its walk. */
+    struct tile {
+        int valid, b, h, hk, r0, r1;
+        const fm_block_summary *sums;
+        const int32_t *gb;
+    };
+    auto tile_at = [&](int k) {
+        tile x;
+        const int tt = k * G + ((k & 1) ? G - 1 - (int)blockIdx.x : (int)blockIdx.x);
+        x.valid = tt < n_tiles;
+        const int qt = n_qt - 1 - tt % n_qt, bh = tt / n_qt;
+        x.h = bh % p.n_head;
+        x.b = bh / p.n_head;
+        x.hk = x.h / p.group;
+        x.r0 = qt * BR;
+        x.r1 = min(x.r0 + BR, p.seq_len_q);
+        const int mb = p.batch_m == 1 ? 0 : x.b;
+        const int mh = p.heads_m == 1 ? 0 : (p.heads_m == p.n_head ? x.h : x.hk);
+        const int64_t mask_bh = (int64_t)mb * p.heads_m + mh;
+        x.sums = p.summaries + mask_bh * n_kb;
+        x.gb = p.bounds + mask_bh * p.seq_len_k * 4;
+        return x;
+    };
 
     float o[D / 2];
-#pragma unroll
-    for (int i = 0; i < D / 2; i++)
-        o[i] = 0.f;
-    float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+    float row_max[2], row_sum[2];
+    float s[BC / 2];         /* S of the block being softmaxed, then its P in fp32 */
+    uint32_t pa[BC / 16][4]; /* P of the block in O += P V, as A fragments */
+    float alpha[2];
 
-    /* Loads of block kb into stage st: K (and, when the block needs element-wise masking, its column bounds,
-     * by cp.async), and V. Thread 0 issues the copies of whole tiles, one box of 64 columns at a time; the caller
-     * has armed the barrier. K runs one block ahead of V (see the loop). */
-    auto tma_tile = [&](const CUtensorMap *map, uint32_t dst, int kb, uint32_t bar) {
+    /* Thread 0 issues whole tiles, one box of 64 columns at a time, on an armed barrier. */
+    auto tma_tile = [&](const CUtensorMap *map, int seq_major, uint32_t dst, int rows, int row0, int hd, int bb,
+                        uint32_t bar) {
 #pragma unroll
         for (int a = 0; a < D / 64; a++) {
             if (seq_major)
-                tma_load(dst + a * BC * 128, map, a * 64, kb * BC, hk, b, bar);
+                tma_load(dst + a * rows * 128, map, a * 64, row0, hd, bb, bar);
             else
-                tma_load(dst + a * BC * 128, map, a * 64, hk, kb * BC, b, bar);
+                tma_load(dst + a * rows * 128, map, a * 64, hd, row0, bb, bar);
         }
     };
-    auto load_k = [&](int kb, int cls, int st, uint32_t bar) {
+    /* K of block kb into stage st (and its column bounds, by cp.async, when the block needs element-wise
+     * masking); V of block kb into stage st. */
+    auto load_k = [&](const tile &x, int kb, int cls, int st, uint32_t bar) {
         const int c0 = kb * BC;
         if (tid == 0)
-            tma_tile(&tmk, sK + st * TILE_K, kb, bar);
+            tma_tile(&m.k, m.kv_seq_major, sK + st * TILE_K, BC, c0, x.hk, x.b, bar);
         if ((cls == FM_TILE_PARTIAL || c0 + BC > p.seq_len_k) && tid < BC) {
             const bool ok = c0 + tid < p.seq_len_k;
-            fm_cp_async16(sB + (st * BC + tid) * 16, ok ? gb + 4 * (int64_t)(c0 + tid) : gb, ok ? 16 : 0);
+            fm_cp_async16(sB + (st * BC + tid) * 16, ok ? x.gb + 4 * (int64_t)(c0 + tid) : x.gb, ok ? 16 : 0);
         }
     };
-    auto load_v = [&](int kb, int st, uint32_t bar) {
+    auto load_v = [&](const tile &x, int kb, int st, uint32_t bar) {
         if (tid == 0)
-            tma_tile(&tmv, sV + st * TILE_K, kb, bar);
+            tma_tile(&m.v, m.kv_seq_major, sV + st * TILE_K, BC, kb * BC, x.hk, x.b, bar);
     };
-    const uint32_t q_wg = sQ + wg * 64 * 128; /* this warpgroup's Q rows */
-    const float sl2 = p.scale_log2;
-    const float mval = sl2 >= 0.f ? -INFINITY : INFINITY; /* a masked raw score: scaled, it is -inf */
-
-    float s[BC / 2];     /* S of the block being softmaxed, then its P in fp32 */
-    uint32_t pa[BC / 16][4]; /* P of the block in O += P V, as A fragments */
-    float alpha[2];
 
     /* S = Q K^T of the block in K stage st, issued and committed, not waited for. */
     auto issue_s = [&](int st) {
@@ -303,15 +298,24 @@ __global__ void __launch_bounds__(NTHREADS, 1)
         }
         wg_commit();
     };
+    /* O += P V of the block in V stage st, issued and committed. */
+    auto issue_pv = [&](int st) {
+        const uint32_t vst = sV + st * TILE_K;
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < BC / 16; kk++)
+            wg_pv<T, D>(o, pa[kk], desc_sw128(vst + kk * 16 * 128, BC * 128, 1024));
+        wg_commit();
+    };
 
     /* Element mask (partial blocks and the ragged last block) and online softmax of s, the scores of block kb
      * whose bounds are in stage st: s becomes P (fp32, not yet normalised), alpha the factor that O must be
      * rescaled by. Thread holds rows rb and rb + 8, columns 8 n + 2 t + e. */
-    auto softmax = [&](int kb, int cls, int st) {
+    auto softmax = [&](const tile &x, int kb, int cls, int st) {
         const int c0 = kb * BC;
         if (cls == FM_TILE_PARTIAL || c0 + BC > p.seq_len_k) {
             const int4 *bnd = sBounds + st * BC;
-            const int rb = r0 + wg * 64 + warp * 16 + g;
+            const int rb = x.r0 + wg * 64 + warp * 16 + g;
 #pragma unroll
             for (int n = 0; n < NS; n++) {
 #pragma unroll
@@ -388,110 +392,140 @@ __global__ void __launch_bounds__(NTHREADS, 1)
         }
     };
 
-    /* The walk over live blocks j = 0, 1, ... is software-pipelined (stage = j % 2):
-     *   iteration j (P_j in registers): wait for {K_j+1, V_j} (one cp.async group, issued an iteration
-     *     earlier); barrier; issue the loads of K_j+2 (into K_j's stage) and V_j+1 (into V_j-1's) as one group;
-     *     issue S_j+1 = Q K_j+1, then O += P_j V_j, on the tensor cores; wait for S_j+1 only; mask and softmax
-     *     S_j+1 while P_j V_j runs; wait for it; rescale O and pack P_j+1.
-     * so the exponentials of one block overlap the tensor cores' work, and every load has a whole iteration to
-     * land. */
-    int cls0 = FM_TILE_SKIPPED, cls1 = FM_TILE_SKIPPED, cls2 = FM_TILE_SKIPPED;
-    live_scan scan = {-64, 0u, 0u};
-    int kb0 = next_live(scan, sums, 0, n_kb, r0, r1, &cls0);
-    int kb1 = kb0 < n_kb ? next_live(scan, sums, kb0 + 1, n_kb, r0, r1, &cls1) : n_kb;
+    /* Running state across tiles: st, the stage of the next block to be computed (K, V and bounds of one block
+     * share it); j, the count of {K_j+1, V_j} groups waited for (their barrier is bar[j % 2], its phase
+     * (j / 2) % 2); nq, the count of {Q, K_0} groups (bar[2]). */
+    int st = 0, j = 0, nq = 0;
+    int kb0, kb1, cls0 = FM_TILE_SKIPPED, cls1 = FM_TILE_SKIPPED, cls2 = FM_TILE_SKIPPED;
+    live_scan scan;
+
+    /* The first live blocks of tile x into kb0/kb1, and their loads issued: {Q, K_0} on bar[2], {K_1, V_0} on
+     * bar[j % 2], with K_0 and V_0 in stage st. Needs every thread (the bounds copies). */
+    auto start_tile = [&](const tile &x) {
+        scan = {-64, 0u, 0u};
+        kb0 = kb1 = n_kb;
+        if (!x.valid)
+            return;
+        kb0 = next_live(scan, x.sums, 0, n_kb, x.r0, x.r1, &cls0);
+        if (kb0 >= n_kb)
+            return;
+        kb1 = next_live(scan, x.sums, kb0 + 1, n_kb, x.r0, x.r1, &cls1);
+        const uint32_t bq = sBar + 16, bkv = sBar + 8 * (j & 1);
+        if (tid == 0) {
+            mbar_expect_tx(bq, TILE_Q + TILE_K);
+            mbar_expect_tx(bkv, (kb1 < n_kb ? 2 : 1) * TILE_K);
+            tma_tile(&m.q, m.q_seq_major, sQ, BR, x.r0, x.h, x.b, bq);
+        }
+        load_k(x, kb0, cls0, st, bq);
+        if (kb1 < n_kb)
+            load_k(x, kb1, cls1, st ^ 1, bkv);
+        load_v(x, kb0, st, bkv);
+        fm_cp_async_commit();
+    };
+
     if (tid == 0) {
         for (int i = 0; i < 3; i++)
             mbar_init(sBar + 8 * i, 1);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
-    if (kb0 < n_kb) {
-        load_rows<D, BR>(sQ, gq, p.q_s, r0, p.seq_len_q);
-        if (tid == 0) {
-            mbar_expect_tx(sBar + 16, TILE_K);
-            mbar_expect_tx(sBar, (kb1 < n_kb ? 2 : 1) * TILE_K);
-        }
-        load_k(kb0, cls0, 0, sBar + 16);
-        if (kb1 < n_kb)
-            load_k(kb1, cls1, 1, sBar);
-        load_v(kb0, 0, sBar);
-        fm_cp_async_commit();
-        fm_cp_async_wait<0>();
-        fence_proxy_async(); /* Q came through cp.async (generic proxy); wgmma reads it */
-        mbar_wait(sBar + 16, 0);
-        __syncthreads();
-        issue_s(0);
-        wg_wait<0>();
-        softmax(kb0, cls0, 0);
-        rescale_pack();
-    }
-    int st = 0;
-    auto pv = [&]() { /* O += P_j V_j, issued and committed */
-        const uint32_t vst = sV + st * TILE_K;
-        wg_fence();
+    int k = 0;
+    tile cur = tile_at(0);
+    start_tile(cur);
+    while (cur.valid) {
 #pragma unroll
-        for (int kk = 0; kk < BC / 16; kk++)
-            wg_pv<T, D>(o, pa[kk], desc_sw128(vst + kk * 16 * 128, BC * 128, 1024));
-        wg_commit();
-    };
-    /* (The last block is peeled off the loop: with the products issued on every path through the loop body,
-     * ptxas keeps the two products of an iteration in flight together instead of serialising them.) */
-    int j = 0;
-    while (kb1 < n_kb) {
-        fm_cp_async_wait<0>();
-        mbar_wait(sBar + 8 * (j & 1), (j >> 1) & 1);
-        __syncthreads(); /* K_j+1, V_j landed for everyone; everyone is done with K_j and V_j-1 */
-        const int kb2 = next_live(scan, sums, kb1 + 1, n_kb, r0, r1, &cls2);
-        const uint32_t bar = sBar + 8 * ((j + 1) & 1);
-        if (tid == 0)
-            mbar_expect_tx(bar, (kb2 < n_kb ? 2 : 1) * TILE_K);
-        if (kb2 < n_kb)
-            load_k(kb2, cls2, st, bar);
-        load_v(kb1, st ^ 1, bar);
-        fm_cp_async_commit();
-        issue_s(st ^ 1);
-        pv();
-        wg_wait<1>();
-        softmax(kb1, cls1, st ^ 1);
-        wg_wait<0>();
-        rescale_pack();
-        kb0 = kb1, cls0 = cls1;
-        kb1 = kb2, cls1 = cls2;
-        st ^= 1;
-        j++;
-    }
-    if (kb0 < n_kb) {
-        mbar_wait(sBar + 8 * (j & 1), (j >> 1) & 1);
-        pv();
-        wg_wait<0>();
+        for (int i = 0; i < D / 2; i++)
+            o[i] = 0.f;
+        row_max[0] = row_max[1] = -INFINITY;
+        row_sum[0] = row_sum[1] = 0.f;
+        const int had_blocks = kb0 < n_kb;
+        if (had_blocks) {
+            fm_cp_async_wait<0>();
+            mbar_wait(sBar + 16, nq & 1);
+            nq++;
+            __syncthreads(); /* the bounds of K_0 (cp.async by other threads) */
+            issue_s(st);
+            wg_wait<0>();
+            softmax(cur, kb0, cls0, st);
+            rescale_pack();
+        }
+        /* The walk over live blocks is software-pipelined (block j in stage st):
+         *   iteration j (P_j in registers): wait for {K_j+1, V_j} (one group, issued an iteration earlier);
+         *     barrier; issue the loads of K_j+2 (into K_j's stage) and V_j+1 (into V_j-1's) as one group;
+         *     issue S_j+1 = Q K_j+1, then O += P_j V_j, on the tensor cores; wait for S_j+1 only; mask and
+         *     softmax S_j+1 while P_j V_j runs; wait for it; rescale O and pack P_j+1.
+         * so the exponentials of one block overlap the tensor cores' work, and every load has a whole
+         * iteration to land. The last block is peeled off the loop: with the products issued on every path
+         * through the loop body, ptxas keeps the two products of an iteration in flight together instead of
+         * serialising them. */
+        while (kb1 < n_kb) {
+            fm_cp_async_wait<0>();
+            mbar_wait(sBar + 8 * (j & 1), (j >> 1) & 1);
+            __syncthreads(); /* K_j+1, V_j landed for everyone; everyone is done with K_j and V_j-1 */
+            const int kb2 = next_live(scan, cur.sums, kb1 + 1, n_kb, cur.r0, cur.r1, &cls2);
+            const uint32_t bar = sBar + 8 * ((j + 1) & 1);
+            if (tid == 0)
+                mbar_expect_tx(bar, (kb2 < n_kb ? 2 : 1) * TILE_K);
+            if (kb2 < n_kb)
+                load_k(cur, kb2, cls2, st, bar);
+            load_v(cur, kb1, st ^ 1, bar);
+            fm_cp_async_commit();
+            issue_s(st ^ 1);
+            issue_pv(st);
+            wg_wait<1>();
+            softmax(cur, kb1, cls1, st ^ 1);
+            wg_wait<0>();
+            rescale_pack();
+            kb0 = kb1, cls0 = cls1;
+            kb1 = kb2, cls1 = cls2;
+            st ^= 1;
+            j++;
+        }
+        /* The last block: once everyone is done with Q and the K stages, the next tile's first loads go out
+         * (K_0 and V_0 into the stage the last V is not in), then O += P V of the last block and the epilogue
+         * run while they land. */
+        const tile nxt = tile_at(++k);
+        if (had_blocks) {
+            mbar_wait(sBar + 8 * (j & 1), (j >> 1) & 1);
+            j++;
+            __syncthreads();
+            st ^= 1;
+            start_tile(nxt);
+            issue_pv(st ^ 1);
+            wg_wait<0>();
+        } else {
+            __syncthreads(); /* the previous epilogue's reads of the output tile */
+            start_tile(nxt);
+        }
+
+        /* Epilogue: normalise into this warpgroup's 64 rows of the output tile, then 16-byte row chunks to
+         * global. */
+        const int rl = wg * 64 + warp * 16 + g; /* tile row of hh = 0 */
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            const int r = rl + 8 * hh;
+            const float l = fm_quad_sum(row_sum[hh]);
+            const float inv = l > 0.f ? 1.f / l : 0.f;
+#pragma unroll
+            for (int n = 0; n < ND; n++)
+                *reinterpret_cast<uint32_t *>(smem + (sO - base) + sw128<BR>(r, n) + 4 * t) =
+                    dt::pack(o[4 * n + 2 * hh] * inv, o[4 * n + 2 * hh + 1] * inv);
+            if (p.lse && t == 0 && cur.r0 + r < p.seq_len_q)
+                p.lse[((int64_t)cur.b * p.n_head + cur.h) * p.seq_len_q + cur.r0 + r] =
+                    l > 0.f ? (row_max[hh] + fm_log2(l)) * FM_LN2 : -INFINITY;
+        }
+        asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory");
+        uint16_t *go = static_cast<uint16_t *>(p.o) + cur.b * p.o_b + cur.h * p.o_h;
+#pragma unroll 1
+        for (int i = tid % 128; i < 64 * ND; i += 128) {
+            const int r = wg * 64 + i / ND, c = i % ND;
+            if (cur.r0 + r < p.seq_len_q)
+                *reinterpret_cast<uint4 *>(go + (int64_t)(cur.r0 + r) * p.o_s + c * 8) =
+                    *reinterpret_cast<const uint4 *>(smem + (sO - base) + sw128<BR>(r, c));
+        }
+        cur = nxt;
     }
     fm_cp_async_wait<0>();
-
-    /* Epilogue: normalise, stage this warpgroup's 64 rows of o in its own part of the Q tile (no longer read: its
-     * last wgmma has completed), then 16-byte row chunks to global. */
-    const int rl = wg * 64 + warp * 16 + g; /* tile row of hh = 0 */
-#pragma unroll
-    for (int hh = 0; hh < 2; hh++) {
-        const int r = rl + 8 * hh;
-        const float l = fm_quad_sum(row_sum[hh]);
-        const float inv = l > 0.f ? 1.f / l : 0.f;
-#pragma unroll
-        for (int n = 0; n < ND; n++)
-            *reinterpret_cast<uint32_t *>(smem + sw128<BR>(r, n) + 4 * t) =
-                dt::pack(o[4 * n + 2 * hh] * inv, o[4 * n + 2 * hh + 1] * inv);
-        if (p.lse && t == 0 && r0 + r < p.seq_len_q)
-            p.lse[((int64_t)b * p.n_head + h) * p.seq_len_q + r0 + r] =
-                l > 0.f ? (row_max[hh] + fm_log2(l)) * FM_LN2 : -INFINITY;
-    }
-    asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory");
-    uint16_t *go = static_cast<uint16_t *>(p.o) + b * p.o_b + h * p.o_h;
-#pragma unroll 1
-    for (int i = tid % 128; i < 64 * ND; i += 128) {
-        const int r = wg * 64 + i / ND, c = i % ND;
-        if (r0 + r < p.seq_len_q)
-            *reinterpret_cast<uint4 *>(go + (int64_t)(r0 + r) * p.o_s + c * 8) =
-                *reinterpret_cast<const uint4 *>(smem + sw128<BR>(r, c));
-    }
 #endif
 }
 
@@ -510,13 +544,13 @@ PFN_cuTensorMapEncodeTiled_v12000 encode_tiled()
     return fn;
 }
 
-/* The tensor map of K or V ([batch, seq_len_k, n_head_kv, D] through strides in elements): 4-D with D innermost,
- * then seq and head in the order of their strides (seq_major: seq first), then batch; boxes of 64 x BC x 1 x 1
- * with the 128-byte swizzle, so that each box lands as one atom of the wgmma layout; rows past seq_len_k are
+/* The tensor map of Q, K or V ([batch, seq_len, heads, D] through strides in elements): 4-D with D innermost,
+ * then seq and head in the order of their strides (seq_major: seq first), then batch; boxes of 64 columns by
+ * box_rows rows with the 128-byte swizzle, so that each box lands as one atom of the wgmma layout; rows past seq_len_k are
  * filled with zeros. A dimension of size 1 gets a nominal stride. */
 famask_status make_map(famask_ctx *ctx, CUtensorMap *map, const void *ptr, int is_bf16, int head_dim,
-                       int seq_len, int heads, int batch, int64_t s_seq, int64_t s_head, int64_t s_batch,
-                       int seq_major)
+                       int box_rows, int seq_len, int heads, int batch, int64_t s_seq, int64_t s_head,
+                       int64_t s_batch, int seq_major)
 {
     PFN_cuTensorMapEncodeTiled_v12000 fn = encode_tiled();
     if (!fn)
@@ -528,7 +562,7 @@ famask_status make_map(famask_ctx *ctx, CUtensorMap *map, const void *ptr, int i
                           (cuuint64_t)(seq_major ? heads : seq_len), (cuuint64_t)batch};
     cuuint64_t strides[3] = {(cuuint64_t)(2 * (seq_major ? ss : sh)), (cuuint64_t)(2 * (seq_major ? sh : ss)),
                              (cuuint64_t)(2 * sb)};
-    cuuint32_t box[4] = {64, (cuuint32_t)(seq_major ? BC : 1), (cuuint32_t)(seq_major ? 1 : BC), 1};
+    cuuint32_t box[4] = {64, (cuuint32_t)(seq_major ? box_rows : 1), (cuuint32_t)(seq_major ? 1 : box_rows), 1};
     cuuint32_t estr[4] = {1, 1, 1, 1};
     CUresult r = fn(map, is_bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
                     const_cast<void *>(ptr), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
@@ -548,23 +582,35 @@ famask_status launch(famask_ctx *ctx, const fwd_params &p, int batch, cudaStream
     famask_status st = FAMASK_STATUS_OK;
     constexpr int smem = smem_bytes<D>();
     static unsigned long long attr_done = 0; /* per device, as in fwd.cu */
+    static int n_sm[64];
     int device = 0;
     const int is_bf16 = fm_is_bf16<T>::value;
     const int heads_kv = p.n_head / p.group;
-    /* seq first unless the head stride is the smaller one ([B, H, N, D] has seq_stride < head_stride) */
-    const int seq_major = !(p.k_h < p.k_s && heads_kv > 1);
-    CUtensorMap tmk, tmv;
-    dim3 grid((p.seq_len_q + BR - 1) / BR, p.n_head, batch);
-    if ((st = make_map(ctx, &tmk, p.k, is_bf16, D, p.seq_len_k, heads_kv, batch, p.k_s, p.k_h, p.k_b, seq_major)) ||
-        (st = make_map(ctx, &tmv, p.v, is_bf16, D, p.seq_len_k, heads_kv, batch, p.v_s, p.v_h, p.v_b, seq_major)))
+    fwd_maps m;
+    /* seq first unless the head stride is the smaller one (as in [B, H, N, D]) */
+    m.q_seq_major = !(p.q_h < p.q_s && p.n_head > 1);
+    m.kv_seq_major = !(p.k_h < p.k_s && heads_kv > 1);
+    m.batch = batch;
+    if ((st = make_map(ctx, &m.q, p.q, is_bf16, D, BR, p.seq_len_q, p.n_head, batch, p.q_s, p.q_h, p.q_b,
+                       m.q_seq_major)) ||
+        (st = make_map(ctx, &m.k, p.k, is_bf16, D, BC, p.seq_len_k, heads_kv, batch, p.k_s, p.k_h, p.k_b,
+                       m.kv_seq_major)) ||
+        (st = make_map(ctx, &m.v, p.v, is_bf16, D, BC, p.seq_len_k, heads_kv, batch, p.v_s, p.v_h, p.v_b,
+                       m.kv_seq_major)))
         return st;
     FM_CUDA(ctx, cudaGetDevice(&device));
     if (device >= 64 || !(attr_done >> device & 1ull)) {
         FM_CUDA(ctx, cudaFuncSetAttribute(fwd_sm90_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        FM_CUDA(ctx, cudaDeviceGetAttribute(&n_sm[device < 64 ? device : 0], cudaDevAttrMultiProcessorCount, device));
         if (device < 64)
             attr_done |= 1ull << device;
     }
-    fwd_sm90_kernel<T, D><<<grid, NTHREADS, smem, stream>>>(p, tmk, tmv, seq_major);
+    {
+        const int64_t n_tiles = (int64_t)((p.seq_len_q + BR - 1) / BR) * p.n_head * batch;
+        const int sms = n_sm[device < 64 ? device : 0];
+        const int grid = (int)(n_tiles < sms ? n_tiles : sms);
+        fwd_sm90_kernel<T, D><<<grid, NTHREADS, smem, stream>>>(p, m);
+    }
     FM_CUDA_LAUNCHED(ctx);
 fail:
     return st;
@@ -592,12 +638,10 @@ int fm_fwd_sm90_applies(int head_dim)
 {
     static signed char cache[64]; /* 0 unknown, 1 yes, -1 no */
     int device = 0;
-    /* Head dim 64 is left to the portable kernel, which is faster there for now (H200, 8K: 295 against 275
-     * TFLOP/s on the full mask). */
-    if (head_dim != 128)
-        return 0;
     const char *force = getenv("FAMASK_CUDA_FWD");
     if (force && strcmp(force, "sm80") == 0)
+        return 0;
+    if (head_dim != 128 && head_dim != 64)
         return 0;
     if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64)
         return 0;

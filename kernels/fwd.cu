@@ -25,7 +25,7 @@
  * flips the sign bits of its Q tile in shared memory once before the loop: S' = (-Q) K^T = -S exactly (bf16 and
  * fp16 negate exactly, and round-to-nearest products and sums are symmetric in sign), and (-scale) S' = scale S.
  * The positive case pays one uniform branch per CTA; no second instantiation. The Hopper kernel
- * (kernels/fwd-sm90.cu) has no such step, so fm_cuda_fwd gives negative scales to this kernel on every device.
+ * (kernels/fwd-sm90.cu) takes the signed scale instead and, for a negative one, the row minimum.
  */
 #include "cuda-check.cuh"
 #include "fwd.cuh"
@@ -421,9 +421,7 @@ extern "C" famask_status fm_cuda_fwd(famask_ctx *ctx, famask_mask *mask, const f
         return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED,
                         "head_dim %d is not supported by the cuda forward (supported: 32, 64, 96, 128, 256)",
                         a->head_dim);
-    /* The Hopper kernel does not negate Q (see the top of this file): negative scales take the portable one. */
-    const int negative = a->softmax_scale < 0.f;
-    const int sm90 = !negative && fm_fwd_sm90_applies(a->head_dim);
+    const int sm90 = fm_fwd_sm90_applies(a->head_dim);
     if (sm90)
         block_k = FM_SM90_BLOCK_K;
     if ((st = fm_cuda_mask_device(ctx, mask, block_k, a->stream, &bounds, &sums)) != FAMASK_STATUS_OK)
