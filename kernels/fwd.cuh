@@ -2,8 +2,8 @@
  * fwd.cuh: what the two forward kernels share: the launch parameters and the search for live key blocks.
  *
  * kernels/fwd.cu holds the portable kernel (mma.sync, sm_80 and later) and the host entry fm_cuda_fwd, which
- * picks the kernel; kernels/fwd-sm90.cu the Hopper kernel (wgmma, TMA, sm_90a), used on sm_90 devices for head dims 64
- * and 128.
+ * picks the kernel; kernels/fwd-sm90.cu the Hopper kernel (wgmma, TMA, sm_90a), used on sm_90 devices for
+ * head dims 64 and 128.
  */
 #ifndef FAMASK_FWD_CUH
 #define FAMASK_FWD_CUH
