@@ -26,26 +26,19 @@
  *
  * The tile classification, the search for live blocks and the element mask are the portable kernel's (fwd.cuh).
  */
-#include "cuda-check.cuh"
 #include "fwd.cuh"
-
-#include <cudaTypedefs.h>
+#include "sm90.cuh"
 
 #include <stdlib.h>
 #include <string.h>
 
 namespace {
 
+using namespace fm_sm90;
+
 constexpr int BR = 128; /* query rows per CTA: two warpgroups of 64 */
 constexpr int BC = FM_SM90_BLOCK_K;
 constexpr int NTHREADS = 256;
-
-template <typename T> struct fm_is_bf16 {
-    static constexpr bool value = false;
-};
-template <> struct fm_is_bf16<__nv_bfloat16> {
-    static constexpr bool value = true;
-};
 
 template <int D> constexpr int smem_bytes()
 {
@@ -53,136 +46,6 @@ template <int D> constexpr int smem_bytes()
      * aligning the base */
     return 1024 + BR * D * 2 + 2 * 2 * BC * D * 2 + BR * D * 2 + 2 * BC * 16 + 3 * 8;
 }
-
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define FM_SM90_BODY 1
-#endif
-
-/* Everything below up to the kernel exists only in the sm_90a pass: other passes (CI builds sm_80 only) compile
- * the kernel to an empty body, which fm_fwd_sm90_applies finds out and never launches. */
-#ifdef FM_SM90_BODY
-
-/* ---- wgmma ------------------------------------------------------------------------------------------------- */
-
-/* Shared-memory matrix descriptor: start address, leading and stride byte offsets (all in 16-byte units),
- * 128-byte swizzle (mode 1 in bits 62-63). */
-FM_DEV uint64_t desc_sw128(uint32_t addr, uint32_t lbo, uint32_t sbo)
-{
-    return (uint64_t)((addr & 0x3ffff) >> 4) | (uint64_t)(lbo >> 4) << 16 | (uint64_t)(sbo >> 4) << 32 |
-           1ull << 62;
-}
-
-FM_DEV void wg_fence()
-{
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-}
-
-FM_DEV void wg_commit()
-{
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-}
-
-template <int N> FM_DEV void wg_wait()
-{
-    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
-
-/* mbarriers (shared memory, 8 bytes) and the tensor-memory-access copy engine. One thread arms a barrier with
- * the bytes it expects and issues the copies; every thread waits for the barrier's phase to flip. */
-FM_DEV void mbar_init(uint32_t bar, int count)
-{
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-
-FM_DEV void mbar_expect_tx(uint32_t bar, uint32_t bytes)
-{
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-
-FM_DEV void mbar_wait(uint32_t bar, int parity)
-{
-    uint32_t done = 0;
-    while (!done)
-        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(done)
-                     : "r"(bar), "r"(parity)
-                     : "memory");
-}
-
-/* One box of a 4-D tensor map into shared memory at dst, completing on bar. */
-FM_DEV void tma_load(uint32_t dst, const CUtensorMap *map, int c0, int c1, int c2, int c3, uint32_t bar)
-{
-    asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, "
-                 "%5}], [%6];\n" ::"r"(dst),
-                 "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
-                 : "memory");
-}
-
-/* Accumulator operand lists: 32 or 64 fp32 registers d[0..]. */
-#define FM_D4(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3])
-#define FM_D16(i) FM_D4(i), FM_D4(i + 4), FM_D4(i + 8), FM_D4(i + 12)
-#define FM_D32 FM_D16(0), FM_D16(16)
-#define FM_D64 FM_D32, FM_D16(32), FM_D16(48)
-#define FM_R32                                                                                                     \
-    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "   \
-    "%23, %24, %25, %26, %27, %28, %29, %30, %31}"
-#define FM_R64                                                                                                     \
-    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "   \
-    "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, "    \
-    "%44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
-
-/* d (+)= A B for one k step of 16. ss: A and B from shared memory (both K-major); rs: A from registers (the
- * m16n8k16 A-fragment layout, per warp 16 rows), B from shared memory, MN-major (transposed). accumulate = 0
- * overwrites d. N is 64 or 128. */
-#define FM_WGMMA_TYPE(T, TY)                                                                                       \
-    template <> struct wgmma<T> {                                                                                  \
-        static FM_DEV void ss128(float (&d)[64], uint64_t a, uint64_t b, int accumulate)                           \
-        {                                                                                                          \
-            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                              \
-                         "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " " FM_R64                       \
-                         ", %64, %65, p, 1, 1, 0, 0;\n}\n"                                                         \
-                         : FM_D64                                                                                  \
-                         : "l"(a), "l"(b), "r"(accumulate));                                                       \
-        }                                                                                                          \
-        static FM_DEV void rs128(float (&d)[64], const uint32_t (&a)[4], uint64_t b)                               \
-        {                                                                                                          \
-            asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " " FM_R64                       \
-                         ", {%64, %65, %66, %67}, %68, 1, 1, 1, 1;\n"                                              \
-                         : FM_D64                                                                                  \
-                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));                                    \
-        }                                                                                                          \
-        static FM_DEV void rs64(float (&d)[32], const uint32_t (&a)[4], uint64_t b)                                \
-        {                                                                                                          \
-            asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " " FM_R32                        \
-                         ", {%32, %33, %34, %35}, %36, 1, 1, 1, 1;\n"                                              \
-                         : FM_D32                                                                                  \
-                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));                                    \
-        }                                                                                                          \
-    };
-
-template <typename T> struct wgmma;
-FM_WGMMA_TYPE(__nv_bfloat16, "bf16")
-FM_WGMMA_TYPE(__half, "f16")
-
-/* O += P V for one k step: N = D. */
-template <typename T, int D> FM_DEV void wg_pv(float (&o)[D / 2], const uint32_t (&a)[4], uint64_t b)
-{
-    if constexpr (D == 128)
-        wgmma<T>::rs128(o, a, b);
-    else
-        wgmma<T>::rs64(o, a, b);
-}
-
-/* ---- shared-memory tiles ----------------------------------------------------------------------------------- */
-
-/* Byte offset of 16-byte chunk c (of D / 8) of row r in a tile of ROWS rows in the wgmma 128-byte-swizzle
- * layout. */
-template <int ROWS> FM_DEV uint32_t sw128(int r, int c)
-{
-    return (uint32_t)((c / 8) * ROWS * 128 + r * 128 + (((c % 8) ^ (r % 8)) << 4));
-}
-
-#endif /* FM_SM90_BODY */
 
 /* ---- the kernel -------------------------------------------------------------------------------------------- */
 
@@ -294,7 +157,8 @@ __global__ void __launch_bounds__(NTHREADS, 1) fwd_sm90_kernel(const fwd_params 
         for (int ks = 0; ks < D / 16; ks++) {
             const uint32_t koff = (ks / 4) * (BC * 128) + (ks % 4) * 32;
             const uint32_t qoff = (ks / 4) * (BR * 128) + (ks % 4) * 32;
-            wgmma<T>::ss128(s, desc_sw128(q_wg + qoff, 16, 1024), desc_sw128(kst + koff, 16, 1024), ks > 0);
+            wgmma<T>::template ss<0, 0>(s, desc_sw128(q_wg + qoff, 16, 1024), desc_sw128(kst + koff, 16, 1024),
+                                              ks > 0);
         }
         wg_commit();
     };
@@ -304,7 +168,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) fwd_sm90_kernel(const fwd_params 
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < BC / 16; kk++)
-            wg_pv<T, D>(o, pa[kk], desc_sw128(vst + kk * 16 * 128, BC * 128, 1024));
+            wgmma<T>::template rs<1>(o, pa[kk], desc_sw128(vst + kk * 16 * 128, BC * 128, 1024));
         wg_commit();
     };
 
@@ -529,53 +393,6 @@ __global__ void __launch_bounds__(NTHREADS, 1) fwd_sm90_kernel(const fwd_params 
 #endif
 }
 
-/* cuTensorMapEncodeTiled from the driver, found through the runtime (no link against libcuda). */
-PFN_cuTensorMapEncodeTiled_v12000 encode_tiled()
-{
-    static PFN_cuTensorMapEncodeTiled_v12000 fn = NULL;
-    if (!fn) {
-        void *f = NULL;
-        cudaDriverEntryPointQueryResult q;
-        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) ==
-                cudaSuccess &&
-            q == cudaDriverEntryPointSuccess)
-            fn = (PFN_cuTensorMapEncodeTiled_v12000)f;
-    }
-    return fn;
-}
-
-/* The tensor map of Q, K or V ([batch, seq_len, heads, D] through strides in elements): 4-D with D innermost,
- * then seq and head in the order of their strides (seq_major: seq first), then batch; boxes of 64 columns by
- * box_rows rows with the 128-byte swizzle, so that each box lands as one atom of the wgmma layout; rows past seq_len_k are
- * filled with zeros. A dimension of size 1 gets a nominal stride. */
-famask_status make_map(famask_ctx *ctx, CUtensorMap *map, const void *ptr, int is_bf16, int head_dim,
-                       int box_rows, int seq_len, int heads, int batch, int64_t s_seq, int64_t s_head,
-                       int64_t s_batch, int seq_major)
-{
-    PFN_cuTensorMapEncodeTiled_v12000 fn = encode_tiled();
-    if (!fn)
-        return fm_error(ctx, FAMASK_STATUS_CUDA, "cuda: cuTensorMapEncodeTiled is not available from the driver");
-    const int64_t nominal = (int64_t)head_dim * seq_len * heads; /* any nonzero multiple of 8 elements */
-    const int64_t ss = seq_len > 1 ? s_seq : nominal, sh = heads > 1 ? s_head : nominal;
-    const int64_t sb = batch > 1 ? s_batch : nominal;
-    cuuint64_t dims[4] = {(cuuint64_t)head_dim, (cuuint64_t)(seq_major ? seq_len : heads),
-                          (cuuint64_t)(seq_major ? heads : seq_len), (cuuint64_t)batch};
-    cuuint64_t strides[3] = {(cuuint64_t)(2 * (seq_major ? ss : sh)), (cuuint64_t)(2 * (seq_major ? sh : ss)),
-                             (cuuint64_t)(2 * sb)};
-    cuuint32_t box[4] = {64, (cuuint32_t)(seq_major ? box_rows : 1), (cuuint32_t)(seq_major ? 1 : box_rows), 1};
-    cuuint32_t estr[4] = {1, 1, 1, 1};
-    CUresult r = fn(map, is_bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
-                    const_cast<void *>(ptr), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                    CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    if (r != CUDA_SUCCESS)
-        return fm_error(ctx, FAMASK_STATUS_CUDA,
-                        "cuda: cuTensorMapEncodeTiled failed (%d) for a [%d, %d, %d, %d] tensor with strides %lld, "
-                        "%lld, %lld",
-                        (int)r, batch, seq_len, heads, head_dim, (long long)s_batch, (long long)s_seq,
-                        (long long)s_head);
-    return FAMASK_STATUS_OK;
-}
-
 template <typename T, int D>
 famask_status launch(famask_ctx *ctx, const fwd_params &p, int batch, cudaStream_t stream)
 {
@@ -618,8 +435,9 @@ fail:
 
 } /* namespace */
 
-namespace {
-/* Writes 1 where this file was compiled with the sm_90a kernel body for the running device. */
+namespace fm_sm90 {
+
+/* Writes 1 where this file was compiled with the sm_90a kernel bodies for the running device. */
 __global__ void probe_kernel(int *out)
 {
 #ifdef FM_SM90_BODY
@@ -628,21 +446,11 @@ __global__ void probe_kernel(int *out)
     *out = 0;
 #endif
 }
-} /* namespace */
 
-/* Whether the current device runs the sm_90a build of the kernel: compute capability 9.0 and a binary with the
- * wgmma body chosen for it (a build for sm_80 or plain sm_90 has an empty body there), found once per device by a
- * probe launch. FAMASK_CUDA_FWD=sm80 in the environment forces the portable kernel (tests and benchmarks compare
- * the two). */
-int fm_fwd_sm90_applies(int head_dim)
+int device_ok()
 {
     static signed char cache[64]; /* 0 unknown, 1 yes, -1 no */
     int device = 0;
-    const char *force = getenv("FAMASK_CUDA_FWD");
-    if (force && strcmp(force, "sm80") == 0)
-        return 0;
-    if (head_dim != 128 && head_dim != 64)
-        return 0;
     if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64)
         return 0;
     if (!cache[device]) {
@@ -659,6 +467,20 @@ int fm_fwd_sm90_applies(int head_dim)
         cache[device] = ok == 1 ? 1 : -1;
     }
     return cache[device] == 1;
+}
+
+} /* namespace fm_sm90 */
+
+/* Whether the Hopper forward serves this call: head dim 64 or 128 on a device where fm_sm90::device_ok.
+ * FAMASK_CUDA_FWD=sm80 in the environment forces the portable kernel (tests and benchmarks compare the two). */
+int fm_fwd_sm90_applies(int head_dim)
+{
+    const char *force = getenv("FAMASK_CUDA_FWD");
+    if (force && strcmp(force, "sm80") == 0)
+        return 0;
+    if (head_dim != 128 && head_dim != 64)
+        return 0;
+    return fm_sm90::device_ok();
 }
 
 famask_status fm_fwd_sm90(famask_ctx *ctx, const fwd_params &p, int head_dim, int is_bf16, int batch,

@@ -1,0 +1,112 @@
+/*
+ * bwd.cuh: what the backward kernels share (kernels/bwd.cu, the portable ones; kernels/bwd-sm90.cu, the Hopper
+ * main kernel): the launch parameters, the per-row buffers' layout and the walk of a key block over its live
+ * query tiles.
+ */
+#ifndef FAMASK_BWD_CUH
+#define FAMASK_BWD_CUH
+
+#include <cuda_runtime.h>
+
+#include "common.cuh"
+#include "kernels.h"
+
+namespace fm_bwd {
+
+constexpr int NTHREADS = 256; /* 8 warps in every kernel of this file */
+constexpr int BR = 64;        /* query rows per tile in the main kernel */
+constexpr int QPAD = 128;     /* the per-row buffers are padded to a multiple of this many rows */
+
+struct tensor_view {
+    const void *p;
+    int64_t sb, ss, sh;
+};
+
+struct bwd_params {
+    tensor_view q, k, v, o, d_o, dq, dk, dv;
+    const float *lse;       /* [B, H, Nq] */
+    float *L;               /* [B, H, Nqp]: lse * log2(e), +inf where lse = -inf and for padding rows */
+    float *Dd;              /* [B, H, Nqp]: rowsum(dO * O), 0 for padding rows */
+    float *dq_acc;          /* [B, H, Nqp, D] or NULL (deterministic mode) */
+    const int32_t *bounds;  /* [batch_m, heads_m, Nk, 4] */
+    const fm_block_summary *summaries; /* for the key block of the kernel that reads them */
+    int batch, n_head, n_head_kv, seq_len_q, seq_len_k, seq_pad, batch_m, heads_m;
+    float scale, scale_log2;
+};
+
+__device__ __forceinline__ int mask_head(const bwd_params &p, int h)
+{
+    if (p.heads_m == 1)
+        return 0;
+    return p.heads_m == p.n_head ? h : h / (p.n_head / p.n_head_kv);
+}
+
+__device__ __forceinline__ bool is_masked(int4 bd, int row)
+{
+    return (row >= bd.x && row < bd.y) || (row >= bd.z && row < bd.w);
+}
+
+/* The walk of a main-kernel CTA over (query head of its GQA group, query tile), with the key block's summary
+ * cached in registers: it is read from global memory only when the head changes and the mask differs per query
+ * head, so the walk costs a few integer operations per tile and no load latency. */
+struct tile_walk {
+    fm_block_summary s;
+    int s_hi; /* head-in-group the cached summary belongs to; -1: none */
+};
+
+/* Next live query tile from (*hi, *t) on: skips every tile the summary marks fully masked, jumping to the end of
+ * the masked run at once. */
+template <int TILE>
+__device__ bool next_query_tile(const bwd_params &p, tile_walk &wk, int n_kb, int kb, int hkv, int group, int *hi,
+                                int *t, int *cls)
+{
+    const int n_tiles = (p.seq_len_q + TILE - 1) / TILE;
+    const bool per_head = p.heads_m == p.n_head && group > 1;
+    while (*hi < group) {
+        if (wk.s_hi < 0 || (per_head && wk.s_hi != *hi)) {
+            const int mb = p.batch_m == 1 ? 0 : blockIdx.z;
+            const int h = hkv * group + *hi;
+            wk.s = p.summaries[((int64_t)mb * p.heads_m + mask_head(p, h)) * n_kb + kb];
+            wk.s_hi = *hi;
+        }
+        const fm_block_summary &s = wk.s;
+        while (*t < n_tiles) {
+            const int r0 = *t * TILE, r1 = min(r0 + TILE, p.seq_len_q);
+            const int c = fm_tile_classify(&s, r0, r1);
+            if (c != FM_TILE_SKIPPED) {
+                *cls = c;
+                return true;
+            }
+            int nt = *t + 1;
+#pragma unroll
+            for (int x = 0; x < 2; x++)
+                if (r0 >= s.smax[x] && r1 <= s.emin[x])
+                    nt = max(nt, s.emin[x] / TILE);
+            *t = nt;
+        }
+        ++*hi;
+        *t = 0;
+    }
+    return false;
+}
+
+/* dst[0..1] += (a, b) in fp32, atomically (one 8-byte atomic on sm_90). */
+__device__ __forceinline__ void add2(float *dst, float a, float b)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    atomicAdd(reinterpret_cast<float2 *>(dst), make_float2(a, b));
+#else
+    atomicAdd(dst, a);
+    atomicAdd(dst + 1, b);
+#endif
+}
+
+} /* namespace fm_bwd */
+
+/* The Hopper main kernel (kernels/bwd-sm90.cu) in place of the portable one: whether it serves head_dim on the
+ * device in use (FAMASK_CUDA_BWD=sm80 in the environment forces the portable kernel), and its launch, with the
+ * summaries of key blocks of 128 in p. */
+int fm_bwd_sm90_applies(int head_dim);
+cudaError_t fm_bwd_sm90(const fm_bwd::bwd_params &p, int head_dim, int is_bf16, cudaStream_t stream);
+
+#endif /* FAMASK_BWD_CUH */
