@@ -43,7 +43,8 @@
  * The price is the recomputation: 3 of the 5 products again, about 1.35-1.4x the default's time.
  *
  * Measured (H200, 2026-11-21, 8K, B 4, H 16, D 128, bf16, TFLOP/s counting visible pairs): full 276 and causal
- * 260, against 300 and 280 for SDPA flash's backward in the same run. Hopper's wgmma path is the way past this.
+ * 260, against 300 and 280 for SDPA flash's backward in the same run. On sm_90 devices, head dim 128 takes the
+ * Hopper kernels of kernels/bwd-sm90.cu instead (always in the split form of the deterministic mode), at 400.
  *
  * Shared-memory tiles are rows padded by 16 bytes (the row pitch shifts each row by four banks), which keeps
  * ldmatrix conflict-free for every head dimension, 32 and 96 included.
@@ -873,6 +874,8 @@ cudaError_t launch_main(const bwd_params &p, cudaStream_t stream)
 template <typename T, int D>
 cudaError_t launch_dq(const bwd_params &p, cudaStream_t stream)
 {
+    if (D == 128 && fm_bwd_sm90_applies(D))
+        return fm_bwd_dq_sm90(p, D, std::is_same<T, __nv_bfloat16>::value, stream);
     constexpr int DSPLIT = D == 256 ? 2 : 1, NW = 8, BRQ = 16 * (NW / DSPLIT);
     constexpr int smem = dq_smem_bytes<D, DSPLIT, NW>();
     auto kern = bwd_dq_kernel<T, D, DSPLIT, NW>;
@@ -943,6 +946,7 @@ extern "C" famask_status fm_cuda_bwd(famask_ctx *ctx, famask_mask *mask, const f
     float *ws = NULL;
     const int32_t *bounds = NULL;
     const fm_block_summary *sum_main = NULL, *sum_dq = NULL;
+    int split = 0;
     const int D = a->head_dim;
     bwd_params p;
 
@@ -987,17 +991,21 @@ extern "C" famask_status fm_cuda_bwd(famask_ctx *ctx, famask_mask *mask, const f
     if ((st = fm_cuda_mask_device(ctx, mask, D == 256 ? 64 : 128, a->stream, &bounds, &sum_main)) !=
         FAMASK_STATUS_OK)
         goto fail;
-    if (a->deterministic &&
+    /* The Hopper kernels always take the split path (main kernel without dQ, then the query-parallel dQ pass):
+     * it measured as fast as dQ by atomics or faster (H200, 8K, D 128: full 13.73 against 13.69 ms, document
+     * 2.18 against 2.40), and it is deterministic. */
+    split = a->deterministic || (D == 128 && fm_bwd_sm90_applies(D));
+    if (split &&
         (st = fm_cuda_mask_device(ctx, mask, D == 256 ? 64 : 128, a->stream, NULL, &sum_dq)) != FAMASK_STATUS_OK)
         goto fail;
     p.bounds = bounds;
     {
         const size_t rows = (size_t)a->batch * a->n_head * p.seq_pad;
-        const size_t floats = 2 * rows + (a->deterministic ? 0 : rows * D);
+        const size_t floats = 2 * rows + (split ? 0 : rows * D);
         FM_CUDA(ctx, cudaMallocAsync((void **)&ws, floats * sizeof(float), stream));
         p.L = ws;
         p.Dd = ws + rows;
-        p.dq_acc = a->deterministic ? NULL : ws + 2 * rows;
+        p.dq_acc = split ? NULL : ws + 2 * rows;
     }
     if (a->dtype == FAMASK_DTYPE_BF16)
         FM_CUDA(ctx, launch_all<__nv_bfloat16>(p, D, sum_main, sum_dq, stream));

@@ -108,5 +108,7 @@ __device__ __forceinline__ void add2(float *dst, float a, float b)
  * summaries of key blocks of 128 in p. */
 int fm_bwd_sm90_applies(int head_dim);
 cudaError_t fm_bwd_sm90(const fm_bwd::bwd_params &p, int head_dim, int is_bf16, cudaStream_t stream);
+/* The Hopper deterministic dQ pass in place of bwd_dq_kernel, with the summaries of key blocks of 128 in p. */
+cudaError_t fm_bwd_dq_sm90(const fm_bwd::bwd_params &p, int head_dim, int is_bf16, cudaStream_t stream);
 
 #endif /* FAMASK_BWD_CUH */

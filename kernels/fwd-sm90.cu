@@ -44,7 +44,7 @@ template <int D> constexpr int smem_bytes()
 {
     /* Q, two stages of K, two of V, the output tile, two stages of column bounds, three mbarriers; 1024 for
      * aligning the base */
-    return 1024 + BR * D * 2 + 2 * 2 * BC * D * 2 + BR * D * 2 + 2 * BC * 16 + 3 * 8;
+    return 1024 + BR * D * 2 + 2 * 2 * BC * D * 2 + BR * D * 2 + 2 * BC * 16 + 3 * 8 + 2 * 4;
 }
 
 /* ---- the kernel -------------------------------------------------------------------------------------------- */
@@ -60,10 +60,12 @@ struct fwd_maps {
  * Tile t is query tile n_qt - 1 - t % n_qt of head and batch t / n_qt: the tiles running at one time belong to
  * a few heads, whose K and V stay in L2 (ordered by head first, the tiles of 132 heads at once missed L2 and
  * ran at 434 against 518 TFLOP/s), and within a head the tiles with the most key blocks under causal-like
- * masks come first. CTA c takes tiles c, 2G - 1 - c, 2G + c, 4G - 1 - c, ... (a snake order, which evens out
- * the sums of decreasing tile costs). */
+ * masks come first. CTA c starts with tile c and then takes the next tile from a counter (*next, zero at launch;
+ * tile G + its value). A static snake order over the CTAs (c, 2G - 1 - c, 2G + c, ...) was unbalanced at 32K
+ * (causal 371 against 510 TFLOP/s with the counter), where a head's 256 tiles and two rounds' 264 drift apart. */
 template <typename T, int D>
-__global__ void __launch_bounds__(NTHREADS, 1) fwd_sm90_kernel(const fwd_params p, const __grid_constant__ fwd_maps m)
+__global__ void __launch_bounds__(NTHREADS, 1)
+    fwd_sm90_kernel(const fwd_params p, const __grid_constant__ fwd_maps m, int *next)
 {
 #ifdef FM_SM90_BODY
     using dt = fm_dtype<T>;
@@ -82,6 +84,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) fwd_sm90_kernel(const fwd_params 
     const int4 *sBounds = reinterpret_cast<const int4 *>(smem + (sB - base));
     /* bar[0], bar[1]: the load groups {K_j+1, V_j}, alternating; bar[2]: a tile's {Q, K_0} */
     const uint32_t sBar = sB + 2 * BC * 16;
+    volatile int *next_tile = reinterpret_cast<volatile int *>(smem + (sBar + 24 - base)); /* [2], by tile parity */
 
     const int tid = threadIdx.x, wg = tid / 128, warp = (tid / 32) % 4, lane = tid % 32;
     const int g = lane / 4, t = lane % 4;
@@ -98,9 +101,8 @@ __global__ void __launch_bounds__(NTHREADS, 1) fwd_sm90_kernel(const fwd_params 
         const fm_block_summary *sums;
         const int32_t *gb;
     };
-    auto tile_at = [&](int k) {
+    auto tile_at = [&](int tt) {
         tile x;
-        const int tt = k * G + ((k & 1) ? G - 1 - (int)blockIdx.x : (int)blockIdx.x);
         x.valid = tt < n_tiles;
         const int qt = n_qt - 1 - tt % n_qt, bh = tt / n_qt;
         x.h = bh % p.n_head;
@@ -294,9 +296,14 @@ __global__ void __launch_bounds__(NTHREADS, 1) fwd_sm90_kernel(const fwd_params 
     }
     __syncthreads();
     int k = 0;
-    tile cur = tile_at(0);
+    tile cur = tile_at(blockIdx.x);
     start_tile(cur);
     while (cur.valid) {
+        /* The next tile's number: asked for now, stored for everyone just before the barrier of the tail (the
+         * atomic's latency hides behind the walk; the slot is rewritten two tiles later). */
+        int fetched = 0;
+        if (tid == 0)
+            fetched = atomicAdd(next, 1);
 #pragma unroll
         for (int i = 0; i < D / 2; i++)
             o[i] = 0.f;
@@ -348,19 +355,24 @@ __global__ void __launch_bounds__(NTHREADS, 1) fwd_sm90_kernel(const fwd_params 
         /* The last block: once everyone is done with Q and the K stages, the next tile's first loads go out
          * (K_0 and V_0 into the stage the last V is not in), then O += P V of the last block and the epilogue
          * run while they land. */
-        const tile nxt = tile_at(++k);
+        tile nxt;
+        if (tid == 0)
+            next_tile[k & 1] = G + fetched;
         if (had_blocks) {
             mbar_wait(sBar + 8 * (j & 1), (j >> 1) & 1);
             j++;
             __syncthreads();
+            nxt = tile_at(next_tile[k & 1]);
             st ^= 1;
             start_tile(nxt);
             issue_pv(st ^ 1);
             wg_wait<0>();
         } else {
             __syncthreads(); /* the previous epilogue's reads of the output tile */
+            nxt = tile_at(next_tile[k & 1]);
             start_tile(nxt);
         }
+        k++;
 
         /* Epilogue: normalise into this warpgroup's 64 rows of the output tile, then 16-byte row chunks to
          * global. */
@@ -400,7 +412,7 @@ famask_status launch(famask_ctx *ctx, const fwd_params &p, int batch, cudaStream
     constexpr int smem = smem_bytes<D>();
     static unsigned long long attr_done = 0; /* per device, as in fwd.cu */
     static int n_sm[64];
-    int device = 0;
+    int device = 0, *next = NULL;
     const int is_bf16 = fm_is_bf16<T>::value;
     const int heads_kv = p.n_head / p.group;
     fwd_maps m;
@@ -426,10 +438,15 @@ famask_status launch(famask_ctx *ctx, const fwd_params &p, int batch, cudaStream
         const int64_t n_tiles = (int64_t)((p.seq_len_q + BR - 1) / BR) * p.n_head * batch;
         const int sms = n_sm[device < 64 ? device : 0];
         const int grid = (int)(n_tiles < sms ? n_tiles : sms);
-        fwd_sm90_kernel<T, D><<<grid, NTHREADS, smem, stream>>>(p, m);
+        /* the tile counter: stream-ordered, so that launches on other streams never share one */
+        FM_CUDA(ctx, cudaMallocAsync((void **)&next, sizeof(int), stream));
+        FM_CUDA(ctx, cudaMemsetAsync(next, 0, sizeof(int), stream));
+        fwd_sm90_kernel<T, D><<<grid, NTHREADS, smem, stream>>>(p, m, next);
+        FM_CUDA_LAUNCHED(ctx);
     }
-    FM_CUDA_LAUNCHED(ctx);
 fail:
+    if (next)
+        cudaFreeAsync(next, stream);
     return st;
 }
 
