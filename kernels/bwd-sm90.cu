@@ -1,7 +1,7 @@
 /*
  * bwd-sm90.cu: the backward's main kernel on Hopper (sm_90a): wgmma and TMA, with FlashMask tile skipping.
  *
- * Takes the place of bwd_main2_kernel and bwd_dq_kernel (kernels/bwd.cu) for head dim 128 on sm_90 devices: the
+ * Takes the place of bwd_main2_kernel and bwd_dq_kernel (kernels/bwd.cu) for head dims 64 and 128 on sm_90 devices: the
  * same inputs (the preprocess's L and Dd), the same walks, the same outputs, always in the split form of the
  * deterministic mode (no dQ accumulator, no atomics): it measured as fast as dQ by atomics, or faster.
  *
@@ -81,16 +81,6 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params 
     const bool key_tail = k0 + BN > p.seq_len_k;
     const int mb = p.batch_m == 1 ? 0 : b;
 
-    auto tma_tile = [&](const CUtensorMap *map, int seq_major, uint32_t dst, int rows, int row0, int hd,
-                        uint32_t bar) {
-#pragma unroll
-        for (int a = 0; a < D / 64; a++) {
-            if (seq_major)
-                tma_load(dst + a * rows * 128, map, a * 64, row0, hd, b, bar);
-            else
-                tma_load(dst + a * rows * 128, map, a * 64, hd, row0, b, bar);
-        }
-    };
     /* Q, dO (TMA), L, Dd and, for a partial tile or the ragged last key block, the keys' bounds (cp.async) of
      * query tile tt of head-in-group hi into stage st. */
     auto load_tile = [&](int hi, int tt, int st, int tcls) {
@@ -98,8 +88,8 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params 
         const uint32_t bar = sBar + 8 * st;
         if (tid == 0) {
             mbar_expect_tx(bar, 2 * TQ);
-            tma_tile(&m.q, m.q_seq_major, sQ + st * TQ, BM, q0, h, bar);
-            tma_tile(&m.d_o, m.do_seq_major, sdO + st * TQ, BM, q0, h, bar);
+            tma_tile<D>(&m.q, m.q_seq_major, sQ + st * TQ, BM, q0, h, b, bar);
+            tma_tile<D>(&m.d_o, m.do_seq_major, sdO + st * TQ, BM, q0, h, b, bar);
         }
         const int64_t rb = ((int64_t)b * p.n_head + h) * p.seq_pad + q0;
         if (tid < BM / 4)
@@ -123,8 +113,8 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params 
     __syncthreads();
     if (tid == 0) {
         mbar_expect_tx(sBar + 16, 2 * TK);
-        tma_tile(&m.k, m.kv_seq_major, sK, BN, k0, hkv, sBar + 16);
-        tma_tile(&m.v, m.kv_seq_major, sV, BN, k0, hkv, sBar + 16);
+        tma_tile<D>(&m.k, m.kv_seq_major, sK, BN, k0, hkv, b, sBar + 16);
+        tma_tile<D>(&m.v, m.kv_seq_major, sV, BN, k0, hkv, b, sBar + 16);
     }
 
     float dk[D / 2], dv[D / 2];
@@ -161,20 +151,8 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params 
         /* S^T = K Q^T and dP^T = V dO^T: keys 64 wg.. x the tile's 64 queries */
         float s[BM / 2], dp[BM / 2];
         wg_fence();
-#pragma unroll
-        for (int ks = 0; ks < D / 16; ks++) {
-            const uint32_t koff = (ks / 4) * (BN * 128) + (ks % 4) * 32;
-            const uint32_t qoff = (ks / 4) * (BM * 128) + (ks % 4) * 32;
-            wgmma<T>::template ss<0, 0>(s, desc_sw128(k_wg + koff, 16, 1024), desc_sw128(qst + qoff, 16, 1024),
-                                        ks > 0);
-        }
-#pragma unroll
-        for (int ks = 0; ks < D / 16; ks++) {
-            const uint32_t koff = (ks / 4) * (BN * 128) + (ks % 4) * 32;
-            const uint32_t qoff = (ks / 4) * (BM * 128) + (ks % 4) * 32;
-            wgmma<T>::template ss<0, 0>(dp, desc_sw128(v_wg + koff, 16, 1024), desc_sw128(dost + qoff, 16, 1024),
-                                        ks > 0);
-        }
+        wg_gemm_kk<T, D, BM>(s, k_wg, BN, qst, BM);
+        wg_gemm_kk<T, D, BM>(dp, v_wg, BN, dost, BM);
         wg_commit();
         wg_wait<0>();
 
@@ -222,12 +200,8 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params 
         }
         /* dV += P^T dO, dK += dS^T Q */
         wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < BM / 16; kk++)
-            wgmma<T>::template rs<1>(dv, pa[kk], desc_sw128(dost + kk * 16 * 128, BM * 128, 1024));
-#pragma unroll
-        for (int kk = 0; kk < BM / 16; kk++)
-            wgmma<T>::template rs<1>(dk, da[kk], desc_sw128(qst + kk * 16 * 128, BM * 128, 1024));
+        wg_gemm_rn<T, BM, D>(dv, pa, dost, BM);
+        wg_gemm_rn<T, BM, D>(dk, da, qst, BM);
         wg_commit();
 
         wg_wait<0>();
@@ -264,11 +238,6 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params 
 
 constexpr int QB = 128; /* query rows per CTA of the dQ kernel */
 
-struct dq_maps {
-    CUtensorMap q, d_o, k, v;
-    int q_seq_major, do_seq_major, kv_seq_major;
-};
-
 template <int D> constexpr int dq_smem_bytes()
 {
     /* Q, dO; two stages of K, V and of the keys' bounds; L, Dd; three mbarriers; 1024 for alignment */
@@ -276,7 +245,7 @@ template <int D> constexpr int dq_smem_bytes()
 }
 
 template <typename T, int D>
-__global__ void __launch_bounds__(NTHREADS, 1) bwd_dq_sm90_kernel(const bwd_params p, const __grid_constant__ dq_maps m)
+__global__ void __launch_bounds__(NTHREADS, 1) bwd_dq_sm90_kernel(const bwd_params p, const __grid_constant__ bwd_maps m)
 {
 #ifdef FM_SM90_BODY
     using dt = fm_dtype<T>;
@@ -306,23 +275,13 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_dq_sm90_kernel(const bwd_para
     const fm_block_summary *sums = p.summaries + mask_bh * n_kb;
     const int32_t *gb = p.bounds + mask_bh * p.seq_len_k * 4;
 
-    auto tma_tile = [&](const CUtensorMap *map, int seq_major, uint32_t dst, int rows, int row0, int hd,
-                        uint32_t bar) {
-#pragma unroll
-        for (int a = 0; a < D / 64; a++) {
-            if (seq_major)
-                tma_load(dst + a * rows * 128, map, a * 64, row0, hd, b, bar);
-            else
-                tma_load(dst + a * rows * 128, map, a * 64, hd, row0, b, bar);
-        }
-    };
     auto load_kv = [&](int kb, int cls, int st) {
         const int c0 = kb * BN;
         const uint32_t bar = sBar + 8 * st;
         if (tid == 0) {
             mbar_expect_tx(bar, 2 * TK);
-            tma_tile(&m.k, m.kv_seq_major, sK + st * TK, BN, c0, hk, bar);
-            tma_tile(&m.v, m.kv_seq_major, sV + st * TK, BN, c0, hk, bar);
+            tma_tile<D>(&m.k, m.kv_seq_major, sK + st * TK, BN, c0, hk, b, bar);
+            tma_tile<D>(&m.v, m.kv_seq_major, sV + st * TK, BN, c0, hk, b, bar);
         }
         if ((cls == FM_TILE_PARTIAL || c0 + BN > p.seq_len_k) && tid < BN) {
             const bool ok = c0 + tid < p.seq_len_k;
@@ -342,8 +301,8 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_dq_sm90_kernel(const bwd_para
     if (kb < n_kb) {
         if (tid == 0) {
             mbar_expect_tx(sBar + 16, 2 * TQ);
-            tma_tile(&m.q, m.q_seq_major, sQ, QB, r0, h, sBar + 16);
-            tma_tile(&m.d_o, m.do_seq_major, sdO, QB, r0, h, sBar + 16);
+            tma_tile<D>(&m.q, m.q_seq_major, sQ, QB, r0, h, b, sBar + 16);
+            tma_tile<D>(&m.d_o, m.do_seq_major, sdO, QB, r0, h, b, sBar + 16);
         }
         const int64_t rb = ((int64_t)b * p.n_head + h) * p.seq_pad + r0;
         if (tid < QB / 4)
@@ -375,23 +334,11 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_dq_sm90_kernel(const bwd_para
         fm_cp_async_commit();
 
         const int c0 = kb * BN;
-        const uint32_t kst = sK + st * TK, vst = sV + st * TK;
+        const uint32_t kst = sK + st * TK;
         float s[BN / 2], dp[BN / 2];
         wg_fence();
-#pragma unroll
-        for (int ks = 0; ks < D / 16; ks++) {
-            const uint32_t qoff = (ks / 4) * (QB * 128) + (ks % 4) * 32;
-            const uint32_t koff = (ks / 4) * (BN * 128) + (ks % 4) * 32;
-            wgmma<T>::template ss<0, 0>(s, desc_sw128(q_wg + qoff, 16, 1024), desc_sw128(kst + koff, 16, 1024),
-                                        ks > 0);
-        }
-#pragma unroll
-        for (int ks = 0; ks < D / 16; ks++) {
-            const uint32_t qoff = (ks / 4) * (QB * 128) + (ks % 4) * 32;
-            const uint32_t koff = (ks / 4) * (BN * 128) + (ks % 4) * 32;
-            wgmma<T>::template ss<0, 0>(dp, desc_sw128(do_wg + qoff, 16, 1024), desc_sw128(vst + koff, 16, 1024),
-                                        ks > 0);
-        }
+        wg_gemm_kk<T, D, BN>(s, q_wg, QB, kst, BN);
+        wg_gemm_kk<T, D, BN>(dp, do_wg, QB, sV + st * TK, BN);
         wg_commit();
         wg_wait<0>();
 
@@ -430,9 +377,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_dq_sm90_kernel(const bwd_para
             for (int x = 0; x < 4; x++)
                 da[kk][x] = dt::pack(dp[8 * kk + 2 * x], dp[8 * kk + 2 * x + 1]);
         wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; kk++)
-            wgmma<T>::template rs<1>(dq, da[kk], desc_sw128(kst + kk * 16 * 128, BN * 128, 1024));
+        wg_gemm_rn<T, BN, D>(dq, da, kst, BN);
         wg_commit();
         wg_wait<0>();
         kb = next;
@@ -455,72 +400,59 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_dq_sm90_kernel(const bwd_para
 #endif
 }
 
-template <typename T, int D> cudaError_t launch_dq(const bwd_params &p, cudaStream_t stream)
+/* The tensor maps of Q and dO (boxes of q_rows rows) and of K and V (boxes of BN rows). */
+template <int D> bool make_maps(const bwd_params &p, int is_bf16, int q_rows, bwd_maps *m)
 {
-    constexpr int smem = dq_smem_bytes<D>();
-    static unsigned long long attr_done = 0; /* per device */
-    const int is_bf16 = fm_is_bf16<T>::value;
-    dq_maps m;
-    m.q_seq_major = !(p.q.sh < p.q.ss && p.n_head > 1);
-    m.do_seq_major = !(p.d_o.sh < p.d_o.ss && p.n_head > 1);
-    m.kv_seq_major = !(p.k.sh < p.k.ss && p.n_head_kv > 1);
-    if (make_map(NULL, &m.q, p.q.p, is_bf16, D, QB, p.seq_len_q, p.n_head, p.batch, p.q.ss, p.q.sh, p.q.sb,
-                 m.q_seq_major) ||
-        make_map(NULL, &m.d_o, p.d_o.p, is_bf16, D, QB, p.seq_len_q, p.n_head, p.batch, p.d_o.ss, p.d_o.sh,
-                 p.d_o.sb, m.do_seq_major) ||
-        make_map(NULL, &m.k, p.k.p, is_bf16, D, BN, p.seq_len_k, p.n_head_kv, p.batch, p.k.ss, p.k.sh, p.k.sb,
-                 m.kv_seq_major) ||
-        make_map(NULL, &m.v, p.v.p, is_bf16, D, BN, p.seq_len_k, p.n_head_kv, p.batch, p.v.ss, p.v.sh, p.v.sb,
-                 m.kv_seq_major))
-        return cudaErrorInvalidValue;
+    m->q_seq_major = !(p.q.sh < p.q.ss && p.n_head > 1);
+    m->do_seq_major = !(p.d_o.sh < p.d_o.ss && p.n_head > 1);
+    m->kv_seq_major = !(p.k.sh < p.k.ss && p.n_head_kv > 1);
+    return !make_map(NULL, &m->q, p.q.p, is_bf16, D, q_rows, p.seq_len_q, p.n_head, p.batch, p.q.ss, p.q.sh, p.q.sb,
+                     m->q_seq_major) &&
+           !make_map(NULL, &m->d_o, p.d_o.p, is_bf16, D, q_rows, p.seq_len_q, p.n_head, p.batch, p.d_o.ss, p.d_o.sh,
+                     p.d_o.sb, m->do_seq_major) &&
+           !make_map(NULL, &m->k, p.k.p, is_bf16, D, BN, p.seq_len_k, p.n_head_kv, p.batch, p.k.ss, p.k.sh, p.k.sb,
+                     m->kv_seq_major) &&
+           !make_map(NULL, &m->v, p.v.p, is_bf16, D, BN, p.seq_len_k, p.n_head_kv, p.batch, p.v.ss, p.v.sh, p.v.sb,
+                     m->kv_seq_major);
+}
+
+/* One launch of either kernel; the shared-memory opt-in once per device (*attr_done: a bit per device). */
+cudaError_t launch_kernel(void (*kernel)(bwd_params, bwd_maps), int smem, unsigned long long *attr_done, dim3 grid,
+                          const bwd_params &p, const bwd_maps &m, cudaStream_t stream)
+{
     int device = 0;
     cudaError_t e = cudaGetDevice(&device);
     if (e != cudaSuccess)
         return e;
-    if (device >= 64 || !(attr_done >> device & 1ull)) {
-        e = cudaFuncSetAttribute(bwd_dq_sm90_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (device >= 64 || !(*attr_done >> device & 1ull)) {
+        e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         if (e != cudaSuccess)
             return e;
         if (device < 64)
-            attr_done |= 1ull << device;
+            *attr_done |= 1ull << device;
     }
-    dim3 grid((p.seq_len_q + QB - 1) / QB, p.n_head, p.batch);
-    bwd_dq_sm90_kernel<T, D><<<grid, NTHREADS, smem, stream>>>(p, m);
+    kernel<<<grid, NTHREADS, smem, stream>>>(p, m);
     return cudaGetLastError();
 }
 
 template <typename T, int D> cudaError_t launch(const bwd_params &p, cudaStream_t stream)
 {
-    constexpr int smem = smem_bytes<D>();
-    static unsigned long long attr_done = 0; /* per device */
-    const int is_bf16 = fm_is_bf16<T>::value;
+    static unsigned long long attr_done = 0;
     bwd_maps m;
-    m.q_seq_major = !(p.q.sh < p.q.ss && p.n_head > 1);
-    m.do_seq_major = !(p.d_o.sh < p.d_o.ss && p.n_head > 1);
-    m.kv_seq_major = !(p.k.sh < p.k.ss && p.n_head_kv > 1);
-    if (make_map(NULL, &m.q, p.q.p, is_bf16, D, BM, p.seq_len_q, p.n_head, p.batch, p.q.ss, p.q.sh, p.q.sb,
-                 m.q_seq_major) ||
-        make_map(NULL, &m.d_o, p.d_o.p, is_bf16, D, BM, p.seq_len_q, p.n_head, p.batch, p.d_o.ss, p.d_o.sh,
-                 p.d_o.sb, m.do_seq_major) ||
-        make_map(NULL, &m.k, p.k.p, is_bf16, D, BN, p.seq_len_k, p.n_head_kv, p.batch, p.k.ss, p.k.sh, p.k.sb,
-                 m.kv_seq_major) ||
-        make_map(NULL, &m.v, p.v.p, is_bf16, D, BN, p.seq_len_k, p.n_head_kv, p.batch, p.v.ss, p.v.sh, p.v.sb,
-                 m.kv_seq_major))
+    if (!make_maps<D>(p, fm_is_bf16<T>::value, BM, &m))
         return cudaErrorInvalidValue;
-    int device = 0;
-    cudaError_t e = cudaGetDevice(&device);
-    if (e != cudaSuccess)
-        return e;
-    if (device >= 64 || !(attr_done >> device & 1ull)) {
-        e = cudaFuncSetAttribute(bwd_sm90_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-        if (e != cudaSuccess)
-            return e;
-        if (device < 64)
-            attr_done |= 1ull << device;
-    }
-    dim3 grid((p.seq_len_k + BN - 1) / BN, p.n_head_kv, p.batch);
-    bwd_sm90_kernel<T, D><<<grid, NTHREADS, smem, stream>>>(p, m);
-    return cudaGetLastError();
+    return launch_kernel(bwd_sm90_kernel<T, D>, smem_bytes<D>(), &attr_done,
+                         dim3((p.seq_len_k + BN - 1) / BN, p.n_head_kv, p.batch), p, m, stream);
+}
+
+template <typename T, int D> cudaError_t launch_dq(const bwd_params &p, cudaStream_t stream)
+{
+    static unsigned long long attr_done = 0;
+    bwd_maps m;
+    if (!make_maps<D>(p, fm_is_bf16<T>::value, QB, &m))
+        return cudaErrorInvalidValue;
+    return launch_kernel(bwd_dq_sm90_kernel<T, D>, dq_smem_bytes<D>(), &attr_done,
+                         dim3((p.seq_len_q + QB - 1) / QB, p.n_head, p.batch), p, m, stream);
 }
 
 } /* namespace */
@@ -530,19 +462,21 @@ int fm_bwd_sm90_applies(int head_dim)
     const char *force = getenv("FAMASK_CUDA_BWD");
     if (force && strcmp(force, "sm80") == 0)
         return 0;
-    return head_dim == 128 && fm_sm90::device_ok();
+    return (head_dim == 64 || head_dim == 128) && fm_sm90::device_ok();
 }
 
 cudaError_t fm_bwd_sm90(const bwd_params &p, int head_dim, int is_bf16, cudaStream_t stream)
 {
     if (p.dq_acc) /* this kernel computes no dQ: the caller takes the split path */
         return cudaErrorInvalidValue;
-    (void)head_dim; /* 128: see fm_bwd_sm90_applies */
+    if (head_dim == 64)
+        return is_bf16 ? launch<__nv_bfloat16, 64>(p, stream) : launch<__half, 64>(p, stream);
     return is_bf16 ? launch<__nv_bfloat16, 128>(p, stream) : launch<__half, 128>(p, stream);
 }
 
 cudaError_t fm_bwd_dq_sm90(const bwd_params &p, int head_dim, int is_bf16, cudaStream_t stream)
 {
-    (void)head_dim; /* 128: see fm_bwd_sm90_applies */
+    if (head_dim == 64)
+        return is_bf16 ? launch_dq<__nv_bfloat16, 64>(p, stream) : launch_dq<__half, 64>(p, stream);
     return is_bf16 ? launch_dq<__nv_bfloat16, 128>(p, stream) : launch_dq<__half, 128>(p, stream);
 }

@@ -43,8 +43,8 @@
  * The price is the recomputation: 3 of the 5 products again, about 1.35-1.4x the default's time.
  *
  * Measured (H200, 2026-11-21, 8K, B 4, H 16, D 128, bf16, TFLOP/s counting visible pairs): full 276 and causal
- * 260, against 300 and 280 for SDPA flash's backward in the same run. On sm_90 devices, head dim 128 takes the
- * Hopper kernels of kernels/bwd-sm90.cu instead (always in the split form of the deterministic mode), at 400.
+ * 260, against 300 and 280 for SDPA flash's backward in the same run. On sm_90 devices, head dims 64 and 128 take
+ * the Hopper kernels of kernels/bwd-sm90.cu instead (always in the split form of the deterministic mode), at 400.
  *
  * Shared-memory tiles are rows padded by 16 bytes (the row pitch shifts each row by four banks), which keeps
  * ldmatrix conflict-free for every head dimension, 32 and 96 included.
@@ -848,7 +848,7 @@ template <typename T, int D>
 cudaError_t launch_main(const bwd_params &p, cudaStream_t stream)
 {
     if constexpr (D <= 128) {
-        if (D == 128 && fm_bwd_sm90_applies(D))
+        if ((D == 64 || D == 128) && fm_bwd_sm90_applies(D))
             return fm_bwd_sm90(p, D, std::is_same<T, __nv_bfloat16>::value, stream);
         constexpr int smem2 = main2_smem_bytes<D>();
         auto kern2 = bwd_main2_kernel<T, D>;
@@ -874,7 +874,7 @@ cudaError_t launch_main(const bwd_params &p, cudaStream_t stream)
 template <typename T, int D>
 cudaError_t launch_dq(const bwd_params &p, cudaStream_t stream)
 {
-    if (D == 128 && fm_bwd_sm90_applies(D))
+    if ((D == 64 || D == 128) && fm_bwd_sm90_applies(D))
         return fm_bwd_dq_sm90(p, D, std::is_same<T, __nv_bfloat16>::value, stream);
     constexpr int DSPLIT = D == 256 ? 2 : 1, NW = 8, BRQ = 16 * (NW / DSPLIT);
     constexpr int smem = dq_smem_bytes<D, DSPLIT, NW>();
@@ -994,7 +994,7 @@ extern "C" famask_status fm_cuda_bwd(famask_ctx *ctx, famask_mask *mask, const f
     /* The Hopper kernels always take the split path (main kernel without dQ, then the query-parallel dQ pass):
      * it measured as fast as dQ by atomics or faster (H200, 8K, D 128: full 13.73 against 13.69 ms, document
      * 2.18 against 2.40), and it is deterministic. */
-    split = a->deterministic || (D == 128 && fm_bwd_sm90_applies(D));
+    split = a->deterministic || ((D == 64 || D == 128) && fm_bwd_sm90_applies(D));
     if (split &&
         (st = fm_cuda_mask_device(ctx, mask, D == 256 ? 64 : 128, a->stream, NULL, &sum_dq)) != FAMASK_STATUS_OK)
         goto fail;

@@ -124,23 +124,12 @@ __global__ void __launch_bounds__(NTHREADS, 1)
     uint32_t pa[BC / 16][4]; /* P of the block in O += P V, as A fragments */
     float alpha[2];
 
-    /* Thread 0 issues whole tiles, one box of 64 columns at a time, on an armed barrier. */
-    auto tma_tile = [&](const CUtensorMap *map, int seq_major, uint32_t dst, int rows, int row0, int hd, int bb,
-                        uint32_t bar) {
-#pragma unroll
-        for (int a = 0; a < D / 64; a++) {
-            if (seq_major)
-                tma_load(dst + a * rows * 128, map, a * 64, row0, hd, bb, bar);
-            else
-                tma_load(dst + a * rows * 128, map, a * 64, hd, row0, bb, bar);
-        }
-    };
     /* K of block kb into stage st (and its column bounds, by cp.async, when the block needs element-wise
      * masking); V of block kb into stage st. */
     auto load_k = [&](const tile &x, int kb, int cls, int st, uint32_t bar) {
         const int c0 = kb * BC;
         if (tid == 0)
-            tma_tile(&m.k, m.kv_seq_major, sK + st * TILE_K, BC, c0, x.hk, x.b, bar);
+            tma_tile<D>(&m.k, m.kv_seq_major, sK + st * TILE_K, BC, c0, x.hk, x.b, bar);
         if ((cls == FM_TILE_PARTIAL || c0 + BC > p.seq_len_k) && tid < BC) {
             const bool ok = c0 + tid < p.seq_len_k;
             fm_cp_async16(sB + (st * BC + tid) * 16, ok ? x.gb + 4 * (int64_t)(c0 + tid) : x.gb, ok ? 16 : 0);
@@ -148,29 +137,19 @@ __global__ void __launch_bounds__(NTHREADS, 1)
     };
     auto load_v = [&](const tile &x, int kb, int st, uint32_t bar) {
         if (tid == 0)
-            tma_tile(&m.v, m.kv_seq_major, sV + st * TILE_K, BC, kb * BC, x.hk, x.b, bar);
+            tma_tile<D>(&m.v, m.kv_seq_major, sV + st * TILE_K, BC, kb * BC, x.hk, x.b, bar);
     };
 
     /* S = Q K^T of the block in K stage st, issued and committed, not waited for. */
     auto issue_s = [&](int st) {
-        const uint32_t kst = sK + st * TILE_K;
         wg_fence();
-#pragma unroll
-        for (int ks = 0; ks < D / 16; ks++) {
-            const uint32_t koff = (ks / 4) * (BC * 128) + (ks % 4) * 32;
-            const uint32_t qoff = (ks / 4) * (BR * 128) + (ks % 4) * 32;
-            wgmma<T>::template ss<0, 0>(s, desc_sw128(q_wg + qoff, 16, 1024), desc_sw128(kst + koff, 16, 1024),
-                                              ks > 0);
-        }
+        wg_gemm_kk<T, D, BC>(s, q_wg, BR, sK + st * TILE_K, BC);
         wg_commit();
     };
     /* O += P V of the block in V stage st, issued and committed. */
     auto issue_pv = [&](int st) {
-        const uint32_t vst = sV + st * TILE_K;
         wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < BC / 16; kk++)
-            wgmma<T>::template rs<1>(o, pa[kk], desc_sw128(vst + kk * 16 * 128, BC * 128, 1024));
+        wg_gemm_rn<T, BC, D>(o, pa, sV + st * TILE_K, BC);
         wg_commit();
     };
 
@@ -280,7 +259,7 @@ __global__ void __launch_bounds__(NTHREADS, 1)
         if (tid == 0) {
             mbar_expect_tx(bq, TILE_Q + TILE_K);
             mbar_expect_tx(bkv, (kb1 < n_kb ? 2 : 1) * TILE_K);
-            tma_tile(&m.q, m.q_seq_major, sQ, BR, x.r0, x.h, x.b, bq);
+            tma_tile<D>(&m.q, m.q_seq_major, sQ, BR, x.r0, x.h, x.b, bq);
         }
         load_k(x, kb0, cls0, st, bq);
         if (kb1 < n_kb)

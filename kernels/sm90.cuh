@@ -98,6 +98,21 @@ FM_DEV void tma_load(uint32_t dst, const CUtensorMap *map, int c0, int c1, int c
                  : "memory");
 }
 
+/* A tile of ROWS rows of D columns, rows [row0, row0 + ROWS) of head hd and batch bb, as D / 64 boxes of 64
+ * columns into consecutive atoms at dst (see make_map for seq_major); issued by one thread on an armed barrier. */
+template <int D>
+FM_DEV void tma_tile(const CUtensorMap *map, int seq_major, uint32_t dst, int rows, int row0, int hd, int bb,
+                     uint32_t bar)
+{
+#pragma unroll
+    for (int a = 0; a < D / 64; a++) {
+        if (seq_major)
+            tma_load(dst + a * rows * 128, map, a * 64, row0, hd, bb, bar);
+        else
+            tma_load(dst + a * rows * 128, map, a * 64, hd, row0, bb, bar);
+    }
+}
+
 /* Accumulator operand lists: 32 or 64 fp32 registers d[0..]. */
 #define FM_D4(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3])
 #define FM_D16(i) FM_D4(i), FM_D4(i + 4), FM_D4(i + 8), FM_D4(i + 12)
@@ -153,6 +168,27 @@ FM_DEV void tma_load(uint32_t dst, const CUtensorMap *map, int c0, int c1, int c
 template <typename T> struct wgmma;
 FM_WGMMA_TYPE(__nv_bfloat16, "bf16")
 FM_WGMMA_TYPE(__half, "f16")
+
+/* d = A B^T over k = D, both operands K-major tiles of the 128-byte layout: A's 64 rows start at a in a tile of
+ * a_rows rows, B's N rows at b in a tile of b_rows rows. Issued, not committed. */
+template <typename T, int D, int N>
+FM_DEV void wg_gemm_kk(float (&d)[N / 2], uint32_t a, int a_rows, uint32_t b, int b_rows)
+{
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++)
+        wgmma<T>::template ss<0, 0>(d, desc_sw128(a + (ks / 4) * (a_rows * 128) + (ks % 4) * 32, 16, 1024),
+                                    desc_sw128(b + (ks / 4) * (b_rows * 128) + (ks % 4) * 32, 16, 1024), ks > 0);
+}
+
+/* d += A B over k = K: A from registers (K / 16 fragments), B an MN-major tile of the 128-byte layout at b with
+ * K rows, its N columns in atoms of 64 (b_rows rows apart: the tile's row count). Issued, not committed. */
+template <typename T, int K, int N>
+FM_DEV void wg_gemm_rn(float (&d)[N / 2], const uint32_t (&a)[K / 16][4], uint32_t b, int b_rows)
+{
+#pragma unroll
+    for (int kk = 0; kk < K / 16; kk++)
+        wgmma<T>::template rs<1>(d, a[kk], desc_sw128(b + kk * 16 * 128, b_rows * 128, 1024));
+}
 
 /* A fence in each writing thread, before the barrier, for shared memory written by ordinary stores that wgmma
  * reads next. */
