@@ -1,14 +1,15 @@
 /*
- * bwd-sm90.cu: the backward's main kernel on Hopper (sm_90a): wgmma and TMA, with FlashMask tile skipping.
+ * bwd-sm90.cu: the backward on Hopper (sm_90a): wgmma and TMA, with FlashMask tile skipping.
  *
- * Takes the place of bwd_main2_kernel and bwd_dq_kernel (kernels/bwd.cu) for head dims 64 and 128 on sm_90 devices: the
- * same inputs (the preprocess's L and Dd), the same walks, the same outputs, always in the split form of the
- * deterministic mode (no dQ accumulator, no atomics): it measured as fast as dQ by atomics, or faster.
+ * Takes the place of bwd_main2_kernel and bwd_dq_kernel (kernels/bwd.cu) for head dims 64 and 128 on sm_90
+ * devices: the same inputs (the preprocess's L and Dd), the same walks, the same outputs, always in the split
+ * form of the deterministic mode (no dQ accumulator, no atomics), which measured as fast as dQ by atomics or
+ * faster.
  *
- * One CTA of two warpgroups per (key block of 128, kv head, batch); warpgroup w owns keys 64w..64w+63. K and V of
- * the block come in once by TMA; the CTA walks the live query tiles of 64 rows of every query head of its GQA
- * group (fm_bwd::next_query_tile), Q and dO by TMA into two stages, L, Dd and (for partial tiles) the keys'
- * bounds by cp.async. Per tile, each warpgroup computes on the tensor cores
+ * Main kernel (dK, dV): one CTA of two warpgroups per (key block of 128, kv head, batch); warpgroup w owns keys
+ * 64w..64w+63. K and V of the block come in once by TMA; the CTA walks the live query tiles of 64 rows of every
+ * query head of its GQA group (fm_bwd::next_query_tile), Q and dO by TMA into two stages, L, Dd and (for
+ * partial tiles) the keys' bounds by cp.async. Per tile, each warpgroup computes on the tensor cores
  *     S^T = K Q^T, dP^T = V dO^T   (m64n64, both operands from shared memory, K-major),
  * then in registers P^T = exp2(S^T scale log2(e) - L), dS^T = P^T (dP^T - Dd), zero where masked, and
  *     dV += P^T dO, dK += dS^T Q   (m64nD, A from registers, B from shared memory MN-major).
@@ -16,12 +17,12 @@
  * in shared memory, added with 8-byte atomics: 13.69 ms against 13.73 for the split form at 8K full, 2.40
  * against 2.18 on document masks.)
  *
- * dQ: bwd_dq_sm90_kernel computes it query-parallel, in the order of the key blocks: one CTA of two warpgroups per (query tile of 128, head, batch), walking the live key
- * blocks of 128 as the forward does (fwd.cuh's live_scan), K and V through TMA in two stages:
+ * dQ pass: one CTA of two warpgroups per (query tile of 128, head, batch), walking the live key blocks of 128 in
+ * order as the forward does (fwd.cuh's live_scan), K and V through TMA in two stages:
  *     S = Q K^T, dP = dO V^T (m64n128 from shared memory), P = exp2(S scale log2(e) - L), dS = P (dP - Dd),
  *     dQ += dS K (m64nD, dS from registers, K MN-major),
  * then dQ times the scale to the output.
- * Layouts and descriptors: kernels/sm90.cuh.
+ * Layouts, descriptors and the wgmma and TMA wrappers: kernels/sm90.cuh.
  */
 #include "bwd.cuh"
 #include "fwd.cuh"
@@ -31,7 +32,8 @@
 #include <string.h>
 #include <type_traits>
 
-namespace {
+namespace
+{
 
 using namespace fm_bwd;
 using namespace fm_sm90;
@@ -64,8 +66,8 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params 
     const uint32_t base = (fm_smem_addr(smem_raw) + 1023u) & ~1023u;
     unsigned char *smem = smem_raw + (base - fm_smem_addr(smem_raw));
     const uint32_t sK = base, sV = sK + TK;
-    const uint32_t sQ = sV + TK;       /* two stages */
-    const uint32_t sdO = sQ + 2 * TQ;  /* two stages */
+    const uint32_t sQ = sV + TK;      /* two stages */
+    const uint32_t sdO = sQ + 2 * TQ; /* two stages */
     const uint32_t sLD = sdO + 2 * TQ;
     const uint32_t sBd = sLD + 2 * 2 * BM * 4;
     const uint32_t sBar = sBd + 2 * BN * 16; /* bar[0], bar[1]: a stage's Q and dO; bar[2]: K and V */
@@ -98,8 +100,8 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params 
             fm_cp_async16(sLD + (st * 2 + 1) * BM * 4 + 16 * (tid - BM / 4), p.Dd + rb + 4 * (tid - BM / 4), 16);
         if ((tcls == FM_TILE_PARTIAL || key_tail) && tid >= NTHREADS - BN) {
             const int key = tid - (NTHREADS - BN);
-            const int4 *col = reinterpret_cast<const int4 *>(p.bounds) +
-                              ((int64_t)mb * p.heads_m + mask_head(p, h)) * p.seq_len_k;
+            const int4 *col =
+                reinterpret_cast<const int4 *>(p.bounds) + ((int64_t)mb * p.heads_m + mask_head(p, h)) * p.seq_len_k;
             const bool ok = k0 + key < p.seq_len_k;
             fm_cp_async16(sBd + (st * BN + key) * 16, col + (ok ? k0 + key : 0), ok ? 16 : 0);
         }
@@ -133,7 +135,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params 
     mbar_wait(sBar + 16, 0);
 
     const uint32_t k_wg = sK + wg * 64 * 128, v_wg = sV + wg * 64 * 128; /* this warpgroup's key rows */
-    const int key_a = wg * 64 + warp * 16 + g;                            /* key of rows hh = 0; + 8 for hh = 1 */
+    const int key_a = wg * 64 + warp * 16 + g;                           /* key of rows hh = 0; + 8 for hh = 1 */
     while (have) {
         fm_cp_async_wait<0>();
         mbar_wait(sBar + 8 * st, (phase >> st) & 1);
@@ -245,7 +247,8 @@ template <int D> constexpr int dq_smem_bytes()
 }
 
 template <typename T, int D>
-__global__ void __launch_bounds__(NTHREADS, 1) bwd_dq_sm90_kernel(const bwd_params p, const __grid_constant__ bwd_maps m)
+__global__ void __launch_bounds__(NTHREADS, 1)
+    bwd_dq_sm90_kernel(const bwd_params p, const __grid_constant__ bwd_maps m)
 {
 #ifdef FM_SM90_BODY
     using dt = fm_dtype<T>;

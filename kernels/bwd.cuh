@@ -11,7 +11,8 @@
 #include "common.cuh"
 #include "kernels.h"
 
-namespace fm_bwd {
+namespace fm_bwd
+{
 
 constexpr int NTHREADS = 256; /* 8 warps in every kernel of this file */
 constexpr int BR = 64;        /* query rows per tile in the main kernel */
@@ -24,11 +25,11 @@ struct tensor_view {
 
 struct bwd_params {
     tensor_view q, k, v, o, d_o, dq, dk, dv;
-    const float *lse;       /* [B, H, Nq] */
-    float *L;               /* [B, H, Nqp]: lse * log2(e), +inf where lse = -inf and for padding rows */
-    float *Dd;              /* [B, H, Nqp]: rowsum(dO * O), 0 for padding rows */
-    float *dq_acc;          /* [B, H, Nqp, D] or NULL (deterministic mode) */
-    const int32_t *bounds;  /* [batch_m, heads_m, Nk, 4] */
+    const float *lse;                  /* [B, H, Nq] */
+    float *L;                          /* [B, H, Nqp]: lse * log2(e), +inf where lse = -inf and for padding rows */
+    float *Dd;                         /* [B, H, Nqp]: rowsum(dO * O), 0 for padding rows */
+    float *dq_acc;                     /* [B, H, Nqp, D] or NULL (deterministic mode) */
+    const int32_t *bounds;             /* [batch_m, heads_m, Nk, 4] */
     const fm_block_summary *summaries; /* for the key block of the kernel that reads them */
     int batch, n_head, n_head_kv, seq_len_q, seq_len_k, seq_pad, batch_m, heads_m;
     float scale, scale_log2;

@@ -17,12 +17,7 @@
  * software-pipelined so that the softmax of block j + 1 runs while O += P_j V_j is on the tensor cores (the
  * loop's comment has the order). Measured on an H200 (8K, B 4, H 16, bf16, full mask): 389 TFLOP/s with
  * cp.async loads and no overlap, 415 with the overlap, 518 with TMA, 528 persistent (bench/RESULTS.md).
- * Tiles in shared memory are stored in the canonical 128-byte-swizzle layout of wgmma: the D columns split into
- * atoms of 64 elements (128 bytes), each atom a [rows][64] block whose 16-byte chunk c of row r sits at chunk
- * c ^ (r % 8); block bases are 1024-byte aligned, so the hardware's swizzle (address bits 4-6 xor 7-9) matches.
- * Descriptors: K-major (Q, K): rows 8 apart by 1024 bytes (SBO), k steps of 16 advance the start by 32 bytes
- * inside the atom, then by one atom; MN-major (V): the 8-key groups 1024 bytes apart (SBO), the 64-column atoms
- * of D one atom block apart (LBO).
+ * Shared-memory layouts, descriptors and the wgmma and TMA wrappers: kernels/sm90.cuh.
  *
  * The tile classification, the search for live blocks and the element mask are the portable kernel's (fwd.cuh).
  */
@@ -32,7 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-namespace {
+namespace
+{
 
 using namespace fm_sm90;
 
@@ -42,8 +38,8 @@ constexpr int NTHREADS = 256;
 
 template <int D> constexpr int smem_bytes()
 {
-    /* Q, two stages of K, two of V, the output tile, two stages of column bounds, three mbarriers; 1024 for
-     * aligning the base */
+    /* Q, two stages of K, two of V, the output tile, two stages of column bounds, three mbarriers, two next-tile
+     * slots; 1024 for aligning the base */
     return 1024 + BR * D * 2 + 2 * 2 * BC * D * 2 + BR * D * 2 + 2 * BC * 16 + 3 * 8 + 2 * 4;
 }
 
@@ -92,8 +88,8 @@ __global__ void __launch_bounds__(NTHREADS, 1)
     const int n_qt = (p.seq_len_q + BR - 1) / BR, n_bh = p.n_head * m.batch;
     const int n_tiles = n_qt * n_bh, G = gridDim.x;
     const float sl2 = p.negate_q ? -p.scale_log2 : p.scale_log2; /* this kernel takes the signed scale */
-    const float mval = sl2 >= 0.f ? -INFINITY : INFINITY; /* a masked raw score: scaled, it is -inf */
-    const uint32_t q_wg = sQ + wg * 64 * 128;              /* this warpgroup's Q rows */
+    const float mval = sl2 >= 0.f ? -INFINITY : INFINITY;        /* a masked raw score: scaled, it is -inf */
+    const uint32_t q_wg = sQ + wg * 64 * 128;                    /* this warpgroup's Q rows */
 
     /* The current tile and its walk. */
     struct tile {
@@ -384,8 +380,7 @@ __global__ void __launch_bounds__(NTHREADS, 1)
 #endif
 }
 
-template <typename T, int D>
-famask_status launch(famask_ctx *ctx, const fwd_params &p, int batch, cudaStream_t stream)
+template <typename T, int D> famask_status launch(famask_ctx *ctx, const fwd_params &p, int batch, cudaStream_t stream)
 {
     famask_status st = FAMASK_STATUS_OK;
     constexpr int smem = smem_bytes<D>();
@@ -431,7 +426,8 @@ fail:
 
 } /* namespace */
 
-namespace fm_sm90 {
+namespace fm_sm90
+{
 
 /* Writes 1 where this file was compiled with the sm_90a kernel bodies for the running device. */
 __global__ void probe_kernel(int *out)

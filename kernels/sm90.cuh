@@ -25,7 +25,8 @@
 #include "common.cuh"
 #include "cuda-check.cuh"
 
-namespace fm_sm90 {
+namespace fm_sm90
+{
 
 template <typename T> struct fm_is_bf16 {
     static constexpr bool value = false;
@@ -48,8 +49,7 @@ template <> struct fm_is_bf16<__nv_bfloat16> {
  * 128-byte swizzle (mode 1 in bits 62-63). */
 FM_DEV uint64_t desc_sw128(uint32_t addr, uint32_t lbo, uint32_t sbo)
 {
-    return (uint64_t)((addr & 0x3ffff) >> 4) | (uint64_t)(lbo >> 4) << 16 | (uint64_t)(sbo >> 4) << 32 |
-           1ull << 62;
+    return (uint64_t)((addr & 0x3ffff) >> 4) | (uint64_t)(lbo >> 4) << 16 | (uint64_t)(sbo >> 4) << 32 | 1ull << 62;
 }
 
 FM_DEV void wg_fence()
@@ -83,10 +83,11 @@ FM_DEV void mbar_wait(uint32_t bar, int parity)
 {
     uint32_t done = 0;
     while (!done)
-        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(done)
-                     : "r"(bar), "r"(parity)
-                     : "memory");
+        asm volatile(
+            "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(done)
+            : "r"(bar), "r"(parity)
+            : "memory");
 }
 
 /* One box of a 4-D tensor map into shared memory at dst, completing on bar. */
@@ -118,51 +119,49 @@ FM_DEV void tma_tile(const CUtensorMap *map, int seq_major, uint32_t dst, int ro
 #define FM_D16(i) FM_D4(i), FM_D4(i + 4), FM_D4(i + 8), FM_D4(i + 12)
 #define FM_D32 FM_D16(0), FM_D16(16)
 #define FM_D64 FM_D32, FM_D16(32), FM_D16(48)
-#define FM_R32                                                                                                     \
-    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "   \
+#define FM_R32                                                                                                         \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "       \
     "%23, %24, %25, %26, %27, %28, %29, %30, %31}"
-#define FM_R64                                                                                                     \
-    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "   \
-    "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, "    \
+#define FM_R64                                                                                                         \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "       \
+    "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, "        \
     "%44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
 
 /* d (+)= A B for one k step of 16, N = 64 or 128. ss: A and B from shared memory; rs: A from registers (the
  * m16n8k16 A-fragment layout, per warp 16 rows), B from shared memory. TA, TB: 0 for a K-major operand, 1 for
  * an MN-major one (transposed by the instruction). accumulate = 0 overwrites d. */
-#define FM_WGMMA_TYPE(T, TY)                                                                                       \
-    template <> struct wgmma<T> {                                                                                  \
-        template <int TA, int TB>                                                                                  \
-        static FM_DEV void ss(float (&d)[64], uint64_t a, uint64_t b, int accumulate)                              \
-        {                                                                                                          \
-            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                              \
-                         "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " " FM_R64                       \
-                         ", %64, %65, p, 1, 1, %67, %68;\n}\n"                                                     \
-                         : FM_D64                                                                                  \
-                         : "l"(a), "l"(b), "r"(accumulate), "n"(TA), "n"(TB));                                     \
-        }                                                                                                          \
-        template <int TA, int TB>                                                                                  \
-        static FM_DEV void ss(float (&d)[32], uint64_t a, uint64_t b, int accumulate)                              \
-        {                                                                                                          \
-            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                              \
-                         "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " " FM_R32                        \
-                         ", %32, %33, p, 1, 1, %35, %36;\n}\n"                                                     \
-                         : FM_D32                                                                                  \
-                         : "l"(a), "l"(b), "r"(accumulate), "n"(TA), "n"(TB));                                     \
-        }                                                                                                          \
-        template <int TB> static FM_DEV void rs(float (&d)[64], const uint32_t (&a)[4], uint64_t b)                \
-        {                                                                                                          \
-            asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " " FM_R64                       \
-                         ", {%64, %65, %66, %67}, %68, 1, 1, 1, %69;\n"                                            \
-                         : FM_D64                                                                                  \
-                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(TB));                           \
-        }                                                                                                          \
-        template <int TB> static FM_DEV void rs(float (&d)[32], const uint32_t (&a)[4], uint64_t b)                \
-        {                                                                                                          \
-            asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " " FM_R32                        \
-                         ", {%32, %33, %34, %35}, %36, 1, 1, 1, %37;\n"                                            \
-                         : FM_D32                                                                                  \
-                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(TB));                           \
-        }                                                                                                          \
+#define FM_WGMMA_TYPE(T, TY)                                                                                           \
+    template <> struct wgmma<T> {                                                                                      \
+        template <int TA, int TB> static FM_DEV void ss(float (&d)[64], uint64_t a, uint64_t b, int accumulate)        \
+        {                                                                                                              \
+            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                                  \
+                         "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " " FM_R64                           \
+                         ", %64, %65, p, 1, 1, %67, %68;\n}\n"                                                         \
+                         : FM_D64                                                                                      \
+                         : "l"(a), "l"(b), "r"(accumulate), "n"(TA), "n"(TB));                                         \
+        }                                                                                                              \
+        template <int TA, int TB> static FM_DEV void ss(float (&d)[32], uint64_t a, uint64_t b, int accumulate)        \
+        {                                                                                                              \
+            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                                  \
+                         "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " " FM_R32                            \
+                         ", %32, %33, p, 1, 1, %35, %36;\n}\n"                                                         \
+                         : FM_D32                                                                                      \
+                         : "l"(a), "l"(b), "r"(accumulate), "n"(TA), "n"(TB));                                         \
+        }                                                                                                              \
+        template <int TB> static FM_DEV void rs(float (&d)[64], const uint32_t (&a)[4], uint64_t b)                    \
+        {                                                                                                              \
+            asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " " FM_R64                           \
+                         ", {%64, %65, %66, %67}, %68, 1, 1, 1, %69;\n"                                                \
+                         : FM_D64                                                                                      \
+                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(TB));                               \
+        }                                                                                                              \
+        template <int TB> static FM_DEV void rs(float (&d)[32], const uint32_t (&a)[4], uint64_t b)                    \
+        {                                                                                                              \
+            asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " " FM_R32                            \
+                         ", {%32, %33, %34, %35}, %36, 1, 1, 1, %37;\n"                                                \
+                         : FM_D32                                                                                      \
+                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(TB));                               \
+        }                                                                                                              \
     };
 
 template <typename T> struct wgmma;
@@ -208,7 +207,6 @@ template <int ROWS> FM_DEV uint32_t sw128(int r, int c)
 
 #endif /* FM_SM90_BODY */
 
-
 /* cuTensorMapEncodeTiled from the driver, found through the runtime (no link against libcuda). */
 inline PFN_cuTensorMapEncodeTiled_v12000 encode_tiled()
 {
@@ -226,11 +224,11 @@ inline PFN_cuTensorMapEncodeTiled_v12000 encode_tiled()
 
 /* The tensor map of Q, K or V ([batch, seq_len, heads, D] through strides in elements): 4-D with D innermost,
  * then seq and head in the order of their strides (seq_major: seq first), then batch; boxes of 64 columns by
- * box_rows rows with the 128-byte swizzle, so that each box lands as one atom of the wgmma layout; rows past seq_len_k are
- * filled with zeros. A dimension of size 1 gets a nominal stride. */
+ * box_rows rows with the 128-byte swizzle, so that each box lands as one atom of the wgmma layout; rows past seq_len_k
+ * are filled with zeros. A dimension of size 1 gets a nominal stride. */
 inline famask_status make_map(famask_ctx *ctx, CUtensorMap *map, const void *ptr, int is_bf16, int head_dim,
-                       int box_rows, int seq_len, int heads, int batch, int64_t s_seq, int64_t s_head,
-                       int64_t s_batch, int seq_major)
+                              int box_rows, int seq_len, int heads, int batch, int64_t s_seq, int64_t s_head,
+                              int64_t s_batch, int seq_major)
 {
     PFN_cuTensorMapEncodeTiled_v12000 fn = encode_tiled();
     if (!fn)
@@ -255,7 +253,6 @@ inline famask_status make_map(famask_ctx *ctx, CUtensorMap *map, const void *ptr
                         (long long)s_head);
     return FAMASK_STATUS_OK;
 }
-
 
 /* Whether the device in use runs sm_90a kernel bodies: compute capability 9.0 and this library's sm_90a code
  * chosen for it (found once per device by a probe launch). */
