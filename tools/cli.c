@@ -133,6 +133,28 @@ famask_status cli_load_mask(famask_ctx *ctx, const char *path, int seq_len, fama
     return famask_mask_compile_file(ctx, path, seq_len, out);
 }
 
+int cli_open_mask(const char *command, const char *input, int seq_len, famask_ctx **ctx, famask_mask **mask)
+{
+    *ctx = NULL;
+    *mask = NULL;
+    if (!input)
+        return cli_usage(command, "no spec or mask file given");
+    if (cli_check_seq_len(command, input, seq_len))
+        return EXIT_USAGE;
+    if (famask_ctx_create(ctx)) {
+        cli_error("out of memory");
+        return EXIT_INTERNAL;
+    }
+    famask_status st = cli_load_mask(*ctx, input, seq_len, mask);
+    if (st) {
+        int rc = cli_fail(*ctx, st);
+        famask_ctx_free(*ctx);
+        *ctx = NULL;
+        return rc;
+    }
+    return EXIT_OK;
+}
+
 int cli_write_mask(famask_ctx *ctx, const famask_mask *mask, const char *input, const char *out_path, int flashmask)
 {
     famask_status st = FAMASK_STATUS_OK;

@@ -63,6 +63,10 @@ int cli_check_seq_len(const char *command, const char *input, int seq_len);
 /* Loads a mask from a spec (.yaml/.yml) or a compiled file (.fmask, .npy); seq_len > 0 overrides a spec's
  * seqlen. */
 famask_status cli_load_mask(famask_ctx *ctx, const char *path, int seq_len, famask_mask **out);
+/* The mask of a command that reads one (show, stats): the input must be given (else a usage error), -n only with
+ * a spec; then a fresh context in *ctx and the mask in *mask. Returns EXIT_OK, or the exit code after reporting
+ * the error (nothing left to free then). */
+int cli_open_mask(const char *command, const char *input, int seq_len, famask_ctx **ctx, famask_mask **mask);
 
 /* Writes a compiled or converted mask: to out_path (format from the extension; FlashMask's layout if flashmask,
  * reporting its vectors and causal flag on stderr), or, with no out_path, a one-line summary on stdout that names

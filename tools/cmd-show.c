@@ -166,24 +166,12 @@ int cmd_show(int argc, char **argv)
             return cli_usage("show", "unexpected argument '%s'", a);
         }
     }
-    if (!input)
-        return cli_usage("show", "no spec or mask file given");
-    if (cli_check_seq_len("show", input, seq_len))
-        return EXIT_USAGE;
-
     famask_ctx *ctx = NULL;
     famask_mask *mask = NULL;
     uint8_t *cells = NULL;
-    int rc = EXIT_OK;
-    if (famask_ctx_create(&ctx)) {
-        cli_error("out of memory");
-        return EXIT_INTERNAL;
-    }
-    famask_status st = cli_load_mask(ctx, input, seq_len, &mask);
-    if (st) {
-        rc = cli_fail(ctx, st);
-        goto done;
-    }
+    int rc = cli_open_mask("show", input, seq_len, &ctx, &mask);
+    if (rc)
+        return rc;
     int nb = famask_mask_batch(mask), nh = famask_mask_heads(mask);
     int nq = famask_mask_seq_len_q(mask), nk = famask_mask_seq_len_k(mask);
     if (b >= nb || h >= nh) {
@@ -221,7 +209,7 @@ int cmd_show(int argc, char **argv)
             rc = EXIT_INTERNAL;
             goto done;
         }
-        st = famask_mask_tiles(ctx, mask, b, h, bq, bk, cells, &counts);
+        famask_status st = famask_mask_tiles(ctx, mask, b, h, bq, bk, cells, &counts);
         if (st) {
             rc = cli_fail(ctx, st);
             goto done;

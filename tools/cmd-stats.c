@@ -43,23 +43,11 @@ int cmd_stats(int argc, char **argv)
             return cli_usage("stats", "unexpected argument '%s'", a);
         }
     }
-    if (!input)
-        return cli_usage("stats", "no spec or mask file given");
-    if (cli_check_seq_len("stats", input, seq_len))
-        return EXIT_USAGE;
-
     famask_ctx *ctx = NULL;
     famask_mask *mask = NULL;
-    int rc = EXIT_OK;
-    if (famask_ctx_create(&ctx)) {
-        cli_error("out of memory");
-        return EXIT_INTERNAL;
-    }
-    famask_status st = cli_load_mask(ctx, input, seq_len, &mask);
-    if (st) {
-        rc = cli_fail(ctx, st);
-        goto done;
-    }
+    int rc = cli_open_mask("stats", input, seq_len, &ctx, &mask);
+    if (rc)
+        return rc;
     int nb = famask_mask_batch(mask), nh = famask_mask_heads(mask);
     int64_t nq = famask_mask_seq_len_q(mask), nk = famask_mask_seq_len_k(mask);
     int64_t visible = 0, pairs = (int64_t)nb * nh * nq * nk;
@@ -68,7 +56,7 @@ int cmd_stats(int argc, char **argv)
         for (int h = 0; h < nh; h++) {
             famask_tile_counts c;
             visible += famask_mask_count_visible(mask, b, h);
-            st = famask_mask_tiles(ctx, mask, b, h, bq, bk, NULL, &c);
+            famask_status st = famask_mask_tiles(ctx, mask, b, h, bq, bk, NULL, &c);
             if (st) {
                 rc = cli_fail(ctx, st);
                 goto done;
