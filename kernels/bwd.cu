@@ -921,6 +921,21 @@ cudaError_t launch_all(bwd_params p, int D, const fm_block_summary *sum_main, co
     }
 }
 
+/* Shared memory per block of the portable kernels that run for head dim D (the main kernel; the dQ pass too
+ * when split). */
+int portable_smem(int D, int split)
+{
+    int main = 0, dq = 0;
+    switch (D) {
+    case 32: main = main2_smem_bytes<32>(), dq = dq_smem_bytes<32, 1, 8>(); break;
+    case 64: main = main2_smem_bytes<64>(), dq = dq_smem_bytes<64, 1, 8>(); break;
+    case 96: main = main2_smem_bytes<96>(), dq = dq_smem_bytes<96, 1, 8>(); break;
+    case 128: main = main2_smem_bytes<128>(), dq = dq_smem_bytes<128, 1, 8>(); break;
+    default: main = main_smem_bytes<256, 64>(), dq = dq_smem_bytes<256, 2, 8>(); break;
+    }
+    return split && dq > main ? dq : main;
+}
+
 tensor_view view(const famask_tensor &t)
 {
     tensor_view v;
@@ -999,6 +1014,9 @@ extern "C" famask_status fm_cuda_bwd(famask_ctx *ctx, famask_mask *mask, const f
         (st = fm_cuda_mask_device(ctx, mask, D == 256 ? 64 : 128, a->stream, NULL, &sum_dq)) != FAMASK_STATUS_OK)
         goto fail;
     p.bounds = bounds;
+    if (!((D == 64 || D == 128) && fm_bwd_sm90_applies(D)) &&
+        (st = fm_cuda_check_smem(ctx, portable_smem(D, split), "backward", D)) != FAMASK_STATUS_OK)
+        goto fail;
     {
         const size_t rows = (size_t)a->batch * a->n_head * p.seq_pad;
         const size_t floats = 2 * rows + (split ? 0 : rows * D);

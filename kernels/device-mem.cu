@@ -46,3 +46,21 @@ extern "C" famask_status famask_device_synchronize(famask_ctx *ctx)
 fail:
     return st;
 }
+
+/* Whether the current device gives a block `bytes` of shared memory (opt-in maximum); else UNSUPPORTED with a
+ * message naming what needs it, so that a kernel too large for the device fails with a reason, not a bare
+ * "invalid argument" from the launch. */
+extern "C" famask_status fm_cuda_check_smem(famask_ctx *ctx, int bytes, const char *what, int head_dim)
+{
+    famask_status st = FAMASK_STATUS_OK;
+    int device = 0, limit = 0;
+    FM_CUDA(ctx, cudaGetDevice(&device));
+    FM_CUDA(ctx, cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    if (bytes > limit)
+        return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED,
+                        "the cuda %s for head_dim %d needs %d bytes of shared memory per block and device %d allows "
+                        "%d (use the cpu device, or a GPU with more shared memory such as sm_90)",
+                        what, head_dim, bytes, device, limit);
+fail:
+    return st;
+}

@@ -354,6 +354,8 @@ static famask_status launch(famask_ctx *ctx, const fwd_params &p, int batch, cud
     dim3 grid((p.seq_len_q + BR - 1) / BR, p.n_head, batch);
     FM_CUDA(ctx, cudaGetDevice(&device));
     if (device >= 64 || !(attr_done >> device & 1ull)) {
+        if ((st = fm_cuda_check_smem(ctx, smem, "forward", D)) != FAMASK_STATUS_OK)
+            goto fail;
         FM_CUDA(ctx, cudaFuncSetAttribute(fwd_kernel<T, D, BR, BC>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
         if (device < 64)
             attr_done |= 1ull << device;

@@ -23,6 +23,10 @@ famask_status fm_cuda_unfused_fwd(famask_ctx *ctx, famask_mask *mask, const fama
 /* Bytes of fp32 scores per tile of query rows in fm_cuda_unfused_fwd (default 1 GiB); tests lower it. */
 extern size_t fm_cuda_unfused_tile_bytes;
 
+/* OK if the current device gives a block `bytes` of shared memory, else UNSUPPORTED naming `what` (forward,
+ * backward) and head_dim. */
+famask_status fm_cuda_check_smem(famask_ctx *ctx, int bytes, const char *what, int head_dim);
+
 /* The device copy of the mask vectors ([batch_m, heads_m, seq_len_k, 4] int32), uploaded on first use and
  * cached in the mask (mask->dev), and its per-key-block summaries for block size block_k
  * ([batch_m, heads_m, ceil(seq_len_k / block_k)] fm_block_summary), computed on the device on first request

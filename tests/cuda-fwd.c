@@ -585,6 +585,16 @@ done:
 }
 
 /* Arguments the kernels do not support fail with a message, before any launch. */
+/* A kernel that needs more shared memory than the device gives is refused with a reason (no device has 1 GiB). */
+static void test_smem_check(famask_ctx *ctx)
+{
+    CHECK(fm_cuda_check_smem(ctx, 48 * 1024, "forward", 128) == FAMASK_STATUS_OK, "48 KiB refused: %s",
+          famask_ctx_errmsg(ctx));
+    CHECK(fm_cuda_check_smem(ctx, 1 << 30, "backward", 96) == FAMASK_STATUS_UNSUPPORTED, "1 GiB accepted");
+    CHECK(strstr(famask_ctx_errmsg(ctx), "backward for head_dim 96 needs 1073741824 bytes") != NULL,
+          "message: %s", famask_ctx_errmsg(ctx));
+}
+
 static void test_unsupported(famask_ctx *ctx)
 {
     famask_attn_args a;
@@ -872,6 +882,7 @@ int main(int argc, char **argv)
 
     test_mask_device(ctx);
     test_mask_pinned(ctx);
+    test_smem_check(ctx);
     test_unsupported(ctx);
 
     /* every head dim and dtype on a random mask with ragged tails, GQA, per-head masks, all three layouts */
