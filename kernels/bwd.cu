@@ -60,6 +60,31 @@ namespace {
 
 using namespace fm_bwd;
 
+/* cp.async of rows [row0, row0 + rows) of two [n, D] views (a, b; row strides sa, sb elements) into shared
+ * tiles with rows padded to D + 8 elements; rows at or past n_valid are zero-filled. Thread tid of nt. */
+template <typename T, int D>
+__device__ __forceinline__ void load_rows2(T *da, const T *ga, int64_t sa, T *db, const T *gb, int64_t sb, int rows,
+                                           int row0, int n_valid, int tid, int nt)
+{
+    constexpr int P = D + 8;
+    for (int c = tid; c < rows * (D / 8); c += nt) {
+        const int r = c / (D / 8), col = (c % (D / 8)) * 8;
+        const bool ok = row0 + r < n_valid;
+        const int64_t rr = ok ? row0 + r : 0;
+        fm_cp_async16(fm_smem_addr(da + r * P + col), ga + rr * sa + col, ok ? 16 : 0);
+        fm_cp_async16(fm_smem_addr(db + r * P + col), gb + rr * sb + col, ok ? 16 : 0);
+    }
+}
+
+/* cp.async of L and Dd of the BR rows from row index base of the per-row buffers. */
+__device__ __forceinline__ void load_ld(float *sL, float *sD, const bwd_params &p, int64_t base, int tid)
+{
+    if (tid < BR / 4)
+        fm_cp_async16(fm_smem_addr(sL + 4 * tid), p.L + base + 4 * tid, 16);
+    else if (tid < BR / 2)
+        fm_cp_async16(fm_smem_addr(sD + 4 * (tid - BR / 4)), p.Dd + base + 4 * (tid - BR / 4), 16);
+}
+
 /* ---- step 1 --------------------------------------------------------------------------------------------------- */
 
 template <typename T> __global__ void __launch_bounds__(NTHREADS) bwd_pre_kernel(const bwd_params p, int D)
@@ -137,13 +162,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_main_kernel(const bwd_params 
     {
         const T *gK = (const T *)p.k.p + b * p.k.sb + hkv * p.k.sh;
         const T *gV = (const T *)p.v.p + b * p.v.sb + hkv * p.v.sh;
-        for (int c = tid; c < BC * (D / 8); c += NTHREADS) {
-            const int r = c / (D / 8), col = (c % (D / 8)) * 8;
-            const bool ok = k0 + r < p.seq_len_k;
-            const int64_t rr = ok ? k0 + r : 0;
-            fm_cp_async16(fm_smem_addr(sK + r * P + col), gK + rr * p.k.ss + col, ok ? 16 : 0);
-            fm_cp_async16(fm_smem_addr(sV + r * P + col), gV + rr * p.v.ss + col, ok ? 16 : 0);
-        }
+        load_rows2<T, D>(sK, gK, p.k.ss, sV, gV, p.v.ss, BC, k0, p.seq_len_k, tid, NTHREADS);
         fm_cp_async_commit();
     }
 
@@ -152,18 +171,9 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_main_kernel(const bwd_params 
         const T *gQ = (const T *)p.q.p + b * p.q.sb + h * p.q.sh;
         const T *gO = (const T *)p.d_o.p + b * p.d_o.sb + h * p.d_o.sh;
         T *dQs = sQ + buf * BR * P, *dOs = sdO + buf * BR * P;
-        for (int c = tid; c < BR * (D / 8); c += NTHREADS) {
-            const int r = c / (D / 8), col = (c % (D / 8)) * 8;
-            const bool ok = q0 + r < p.seq_len_q;
-            const int64_t rr = ok ? q0 + r : 0;
-            fm_cp_async16(fm_smem_addr(dQs + r * P + col), gQ + rr * p.q.ss + col, ok ? 16 : 0);
-            fm_cp_async16(fm_smem_addr(dOs + r * P + col), gO + rr * p.d_o.ss + col, ok ? 16 : 0);
-        }
+        load_rows2<T, D>(dQs, gQ, p.q.ss, dOs, gO, p.d_o.ss, BR, q0, p.seq_len_q, tid, NTHREADS);
         const int64_t base = ((int64_t)b * p.n_head + h) * p.seq_pad + q0;
-        if (tid < BR / 4)
-            fm_cp_async16(fm_smem_addr(sL + buf * BR + 4 * tid), p.L + base + 4 * tid, 16);
-        else if (tid < BR / 2)
-            fm_cp_async16(fm_smem_addr(sD + buf * BR + 4 * (tid - BR / 4)), p.Dd + base + 4 * (tid - BR / 4), 16);
+        load_ld(sL + buf * BR, sD + buf * BR, p, base, tid);
     };
 
     float dv[DW / 8][4], dk[DW / 8][4];
@@ -381,13 +391,7 @@ template <typename T, int D> __global__ void __launch_bounds__(NTHREADS, 1) bwd_
     {
         const T *gK = (const T *)p.k.p + b * p.k.sb + hkv * p.k.sh;
         const T *gV = (const T *)p.v.p + b * p.v.sb + hkv * p.v.sh;
-        for (int c = tid; c < BC * (D / 8); c += NTHREADS) {
-            const int r = c / (D / 8), col = (c % (D / 8)) * 8;
-            const bool ok = k0 + r < p.seq_len_k;
-            const int64_t rr = ok ? k0 + r : 0;
-            fm_cp_async16(fm_smem_addr(sK + r * P + col), gK + rr * p.k.ss + col, ok ? 16 : 0);
-            fm_cp_async16(fm_smem_addr(sV + r * P + col), gV + rr * p.v.ss + col, ok ? 16 : 0);
-        }
+        load_rows2<T, D>(sK, gK, p.k.ss, sV, gV, p.v.ss, BC, k0, p.seq_len_k, tid, NTHREADS);
     }
     auto load_tile = [&](int hi, int t, int buf, int tcls) {
         const int h = hkv * group + hi, q0 = t * BR;
@@ -403,18 +407,9 @@ template <typename T, int D> __global__ void __launch_bounds__(NTHREADS, 1) bwd_
         const T *gQ = (const T *)p.q.p + b * p.q.sb + h * p.q.sh;
         const T *gO = (const T *)p.d_o.p + b * p.d_o.sb + h * p.d_o.sh;
         T *dQs = sQ + buf * BR * P, *dOs = sdO + buf * BR * P;
-        for (int c = tid; c < BR * (D / 8); c += NTHREADS) {
-            const int r = c / (D / 8), col = (c % (D / 8)) * 8;
-            const bool ok = q0 + r < p.seq_len_q;
-            const int64_t rr = ok ? q0 + r : 0;
-            fm_cp_async16(fm_smem_addr(dQs + r * P + col), gQ + rr * p.q.ss + col, ok ? 16 : 0);
-            fm_cp_async16(fm_smem_addr(dOs + r * P + col), gO + rr * p.d_o.ss + col, ok ? 16 : 0);
-        }
+        load_rows2<T, D>(dQs, gQ, p.q.ss, dOs, gO, p.d_o.ss, BR, q0, p.seq_len_q, tid, NTHREADS);
         const int64_t base = ((int64_t)b * p.n_head + h) * p.seq_pad + q0;
-        if (tid < BR / 4)
-            fm_cp_async16(fm_smem_addr(sL + buf * BR + 4 * tid), p.L + base + 4 * tid, 16);
-        else if (tid < BR / 2)
-            fm_cp_async16(fm_smem_addr(sD + buf * BR + 4 * (tid - BR / 4)), p.Dd + base + 4 * (tid - BR / 4), 16);
+        load_ld(sL + buf * BR, sD + buf * BR, p, base, tid);
     };
 
     float dv[2][DH / 8][4], dk[2][DH / 8][4];
@@ -691,13 +686,7 @@ __global__ void __launch_bounds__(32 * NW, 8 / NW) bwd_dq_kernel(const bwd_param
     {
         const T *gQ = (const T *)p.q.p + b * p.q.sb + h * p.q.sh;
         const T *gO = (const T *)p.d_o.p + b * p.d_o.sb + h * p.d_o.sh;
-        for (int c = tid; c < BRQ * (D / 8); c += NT) {
-            const int r = c / (D / 8), col = (c % (D / 8)) * 8;
-            const bool ok = q0 + r < p.seq_len_q;
-            const int64_t rr = ok ? q0 + r : 0;
-            fm_cp_async16(fm_smem_addr(sQ + r * P + col), gQ + rr * p.q.ss + col, ok ? 16 : 0);
-            fm_cp_async16(fm_smem_addr(sdO + r * P + col), gO + rr * p.d_o.ss + col, ok ? 16 : 0);
-        }
+        load_rows2<T, D>(sQ, gQ, p.q.ss, sdO, gO, p.d_o.ss, BRQ, q0, p.seq_len_q, tid, NT);
         fm_cp_async_commit();
     }
     const T *gK = (const T *)p.k.p + b * p.k.sb + hkv * p.k.sh;
@@ -705,13 +694,7 @@ __global__ void __launch_bounds__(32 * NW, 8 / NW) bwd_dq_kernel(const bwd_param
     auto load_kv = [&](int j, int buf) {
         const int k0 = j * BCQ;
         T *dK = sK + buf * BCQ * P, *dV = sV + buf * BCQ * P;
-        for (int c = tid; c < BCQ * (D / 8); c += NT) {
-            const int r = c / (D / 8), col = (c % (D / 8)) * 8;
-            const bool ok = k0 + r < p.seq_len_k;
-            const int64_t rr = ok ? k0 + r : 0;
-            fm_cp_async16(fm_smem_addr(dK + r * P + col), gK + rr * p.k.ss + col, ok ? 16 : 0);
-            fm_cp_async16(fm_smem_addr(dV + r * P + col), gV + rr * p.v.ss + col, ok ? 16 : 0);
-        }
+        load_rows2<T, D>(dK, gK, p.k.ss, dV, gV, p.v.ss, BCQ, k0, p.seq_len_k, tid, NT);
         if (tid < BCQ) {
             const bool ok = k0 + tid < p.seq_len_k;
             fm_cp_async16(fm_smem_addr(sB + buf * BCQ + tid), gB + (ok ? k0 + tid : 0), ok ? 16 : 0);
