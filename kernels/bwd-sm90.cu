@@ -137,25 +137,24 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params 
     const uint32_t k_wg = sK + wg * 64 * 128, v_wg = sV + wg * 64 * 128; /* this warpgroup's key rows */
     const int key_a = wg * 64 + warp * 16 + g;                           /* key of rows hh = 0; + 8 for hh = 1 */
     while (have) {
-        fm_cp_async_wait<0>();
-        mbar_wait(sBar + 8 * st, (phase >> st) & 1);
-        phase ^= 1u << st;
-        __syncthreads(); /* tile tt landed for everyone; everyone is done with the other stage */
-        int nhi = hi, nt = tt + 1, ncls = 0;
-        const bool nhave = next_query_tile<BM>(p, wk, n_kb, kb, hkv, group, &nhi, &nt, &ncls);
-        if (nhave)
-            load_tile(nhi, nt, st ^ 1, ncls);
-        fm_cp_async_commit();
-
         const int q0 = tt * BM;
         const uint32_t qst = sQ + st * TQ, dost = sdO + st * TQ;
-
-        /* S^T = K Q^T and dP^T = V dO^T: keys 64 wg.. x the tile's 64 queries */
+        /* S^T = K Q^T and dP^T = V dO^T (keys 64 wg.. x the tile's 64 queries) start as soon as this thread sees
+         * Q and dO land; the barrier and the next tile's loads are issued while they run. */
+        mbar_wait(sBar + 8 * st, (phase >> st) & 1);
+        phase ^= 1u << st;
         float s[BM / 2], dp[BM / 2];
         wg_fence();
         wg_gemm_kk<T, D, BM>(s, k_wg, BN, qst, BM);
         wg_gemm_kk<T, D, BM>(dp, v_wg, BN, dost, BM);
         wg_commit();
+        fm_cp_async_wait<0>();
+        __syncthreads(); /* L, Dd and bounds of tile tt landed for everyone; everyone is done with the other stage */
+        int nhi = hi, nt = tt + 1, ncls = 0;
+        const bool nhave = next_query_tile<BM>(p, wk, n_kb, kb, hkv, group, &nhi, &nt, &ncls);
+        if (nhave)
+            load_tile(nhi, nt, st ^ 1, ncls);
+        fm_cp_async_commit();
         wg_wait<0>();
 
         /* P^T and dS^T; element s[4 n + 2 hh + e] is key key_a + 8 hh, query q0 + 8 n + 2 t + e */
@@ -327,22 +326,23 @@ __global__ void __launch_bounds__(NTHREADS, 1)
     int st = 0;
     unsigned phase = 0;
     while (kb < n_kb) {
-        fm_cp_async_wait<0>();
-        mbar_wait(sBar + 8 * st, (phase >> st) & 1);
-        phase ^= 1u << st;
-        __syncthreads(); /* block kb landed for everyone; everyone is done with the other stage */
-        const int next = next_live(scan, sums, kb + 1, n_kb, r0, r1, &ncls);
-        if (next < n_kb)
-            load_kv(next, ncls, st ^ 1);
-        fm_cp_async_commit();
-
         const int c0 = kb * BN;
         const uint32_t kst = sK + st * TK;
+        /* S and dP start as soon as this thread sees K and V land; the barrier and the next block's loads are
+         * issued while they run. */
+        mbar_wait(sBar + 8 * st, (phase >> st) & 1);
+        phase ^= 1u << st;
         float s[BN / 2], dp[BN / 2];
         wg_fence();
         wg_gemm_kk<T, D, BN>(s, q_wg, QB, kst, BN);
         wg_gemm_kk<T, D, BN>(dp, do_wg, QB, sV + st * TK, BN);
         wg_commit();
+        fm_cp_async_wait<0>();
+        __syncthreads(); /* the bounds of block kb landed for everyone; everyone is done with the other stage */
+        const int next = next_live(scan, sums, kb + 1, n_kb, r0, r1, &ncls);
+        if (next < n_kb)
+            load_kv(next, ncls, st ^ 1);
+        fm_cp_async_commit();
         wg_wait<0>();
 
         /* dS = P (dP - Dd); element 4 n + 2 hh + e is row rl + 8 hh, key c0 + 8 n + 2 t + e */
