@@ -93,8 +93,8 @@ static void tens_free(tens *x)
 typedef struct prob {
     int B, H, Hkv, Nq, Nk, D, layout;
     famask_dtype dt;
-    double scale;   /* resolved */
-    int scale_zero; /* pass 0 (the default 1/sqrt(D)) instead of scale */
+    double scale;      /* resolved */
+    int scale_zero;    /* pass 0 (the default 1/sqrt(D)) instead of scale */
     double grad_floor; /* gradient errors are measured against at least this magnitude (see test_extreme) */
     famask_mask *mask;
     tens q, k, v, o, d_o, dq, dk, dv;
@@ -110,6 +110,17 @@ static int64_t qi(const prob *p, int b, int n, int h)
 static int64_t ki(const prob *p, int b, int n, int h)
 {
     return (((int64_t)b * p->Nk + n) * p->Hkv + h) * p->D;
+}
+
+/* A problem of the given shape, dtype and scale, [B, N, H, D] layout, nothing allocated yet. */
+static prob prob_shape(int B, int H, int Hkv, int Nq, int Nk, int D, famask_dtype dt, double scale)
+{
+    prob p;
+    memset(&p, 0, sizeof p);
+    p.B = B, p.H = H, p.Hkv = Hkv, p.Nq = Nq, p.Nk = Nk, p.D = D;
+    p.dt = dt;
+    p.scale = scale;
+    return p;
 }
 
 static void prob_alloc(prob *p)
@@ -306,8 +317,7 @@ static double bound_for(famask_dtype dt)
 }
 
 /* Max abs error / max abs reference over a tensor; *nonfinite counts NaN/Inf in the result. */
-static double rel_err(const prob *p, const tens *x, int n, int h, const double *ref, double floor_at,
-                      int *nonfinite)
+static double rel_err(const prob *p, const tens *x, int n, int h, const double *ref, double floor_at, int *nonfinite)
 {
     double emax = 0, rmax = 0;
     *nonfinite = 0;
@@ -616,17 +626,9 @@ static void test_many_tiles(famask_ctx *ctx)
 {
     static const int kinds[] = {MASK_WINDOW, MASK_CAUSAL_DOC, MASK_DOC, MASK_DEAD_ROWS};
     for (int c = 0; c < 4; c++) {
-        prob p;
-        memset(&p, 0, sizeof p);
-        p.B = 1;
-        p.H = 2;
-        p.Hkv = 1;
-        p.Nq = 333;
-        p.Nk = c == 0 ? 300 : 333;
-        p.D = 32;
-        p.dt = c % 2 ? FAMASK_DTYPE_BF16 : FAMASK_DTYPE_F32;
+        prob p = prob_shape(1, 2, 1, 333, c == 0 ? 300 : 333, 32, c % 2 ? FAMASK_DTYPE_BF16 : FAMASK_DTYPE_F32,
+                            (float)(1.0 / sqrt(32.0)));
         p.layout = c % 3;
-        p.scale = (float)(1.0 / sqrt(32.0));
         p.scale_zero = 1;
         p.mask = make_mask(ctx, kinds[c], 1, c == 3 ? 2 : 1, p.Nq, p.Nk, 0);
         prob_alloc(&p);
@@ -647,16 +649,7 @@ static void test_many_tiles(famask_ctx *ctx)
 /* The CPU backward is deterministic (one writer per output element, fixed order): two runs, same bits. */
 static void test_deterministic(famask_ctx *ctx)
 {
-    prob p;
-    memset(&p, 0, sizeof p);
-    p.B = 3;
-    p.H = 4;
-    p.Hkv = 2;
-    p.Nq = 100;
-    p.Nk = 90;
-    p.D = 64;
-    p.dt = FAMASK_DTYPE_BF16;
-    p.scale = 0.2;
+    prob p = prob_shape(3, 4, 2, 100, 90, 64, FAMASK_DTYPE_BF16, 0.2);
     p.mask = make_mask(ctx, MASK_RANDOM, 3, 4, p.Nq, p.Nk, 0);
     prob_alloc(&p);
     prob_fill(&p, 1.0);
@@ -684,16 +677,7 @@ static void test_deterministic(famask_ctx *ctx)
 /* Logits of order 1000 (scale 100): no overflow, no NaN; a fully masked head in the same call. */
 static void test_extreme(famask_ctx *ctx)
 {
-    prob p;
-    memset(&p, 0, sizeof p);
-    p.B = 1;
-    p.H = 2;
-    p.Hkv = 1;
-    p.Nq = 70;
-    p.Nk = 66;
-    p.D = 64;
-    p.dt = FAMASK_DTYPE_F32;
-    p.scale = 100;
+    prob p = prob_shape(1, 2, 1, 70, 66, 64, FAMASK_DTYPE_F32, 100);
     /* At scale 100 most rows are one-hot, so dS = P (dP - D) nearly cancels and a whole gradient tensor can be
      * far below the fp32 lse's own error in P: measure dq and dk against the scale of a non-cancelling gradient
      * (scale x |dS| ~ 1 x |K| ~ 1) rather than against a cancelled one. */
@@ -710,12 +694,7 @@ static void test_extreme(famask_ctx *ctx)
 /* The forward's own rounding in fp32, Nq = Nk = 1 with one visible key: o = v exactly, lse = scale * q.k. */
 static void test_single(famask_ctx *ctx)
 {
-    prob p;
-    memset(&p, 0, sizeof p);
-    p.B = p.H = p.Hkv = p.Nq = p.Nk = 1;
-    p.D = 32;
-    p.dt = FAMASK_DTYPE_F32;
-    p.scale = 1.0 / sqrt(32.0);
+    prob p = prob_shape(1, 1, 1, 1, 1, 32, FAMASK_DTYPE_F32, 1.0 / sqrt(32.0));
     CHECK_OK(ctx, famask_mask_create(ctx, 1, 1, 1, 1, &p.mask));
     prob_alloc(&p);
     prob_fill(&p, 1.0);
@@ -732,17 +711,8 @@ static void test_single(famask_ctx *ctx)
 static void test_finite_differences(famask_ctx *ctx)
 {
     for (int rep = 0; rep < 3; rep++) {
-        prob p;
-        memset(&p, 0, sizeof p);
-        p.B = 1;
-        p.H = 2;
-        p.Hkv = rep == 2 ? 2 : 1;
-        p.Nq = 5 + rep;
-        p.Nk = 7 - rep;
-        p.D = 32;
-        p.dt = FAMASK_DTYPE_F32;
+        prob p = prob_shape(1, 2, rep == 2 ? 2 : 1, 5 + rep, 7 - rep, 32, FAMASK_DTYPE_F32, 0.3);
         p.layout = rep % 2;
-        p.scale = 0.3;
         p.mask = make_mask(ctx, rep == 0 ? MASK_RANDOM : MASK_CAUSAL, 1, rep == 2 ? 2 : 1, p.Nq, p.Nk, 0);
         if (!p.mask)
             continue;
@@ -802,16 +772,7 @@ static void expect(famask_ctx *ctx, famask_status got, famask_status want, const
 
 static void test_preconditions(famask_ctx *ctx)
 {
-    prob p;
-    memset(&p, 0, sizeof p);
-    p.B = 2;
-    p.H = 4;
-    p.Hkv = 2;
-    p.Nq = 8;
-    p.Nk = 6;
-    p.D = 32;
-    p.dt = FAMASK_DTYPE_F32;
-    p.scale = 1.0 / sqrt(32.0);
+    prob p = prob_shape(2, 4, 2, 8, 6, 32, FAMASK_DTYPE_F32, 1.0 / sqrt(32.0));
     CHECK_OK(ctx, famask_mask_create(ctx, 1, 1, p.Nq, p.Nk, &p.mask));
     prob_alloc(&p);
     prob_fill(&p, 1.0);
