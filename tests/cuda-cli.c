@@ -96,11 +96,8 @@ int main(void)
         return 77;
     }
     tl_seed("cuda-cli");
-    snprintf(dir, sizeof dir, "/tmp/famask-cuda-cli-XXXXXX");
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
+    if (tl_tmpdir("cuda-cli", dir, sizeof dir))
         return 1;
-    }
     famask_ctx *ctx = NULL;
     famask_ctx_create(&ctx);
     /* B 2, Nq = Nk = 1000 (not a tile multiple), H 4 over Hkv 2, D 64. */

@@ -332,11 +332,8 @@ int main(void)
     famask_ctx *ctx = NULL;
     if (famask_ctx_create(&ctx) != FAMASK_STATUS_OK)
         return 1;
-    snprintf(dir, sizeof dir, "/tmp/famask-attn-cli-XXXXXX");
-    if (!mkdtemp(dir)) {
-        fprintf(stderr, "cannot create a temporary directory\n");
+    if (tl_tmpdir("attn-cli", dir, sizeof dir))
         return 1;
-    }
     static const famask_dtype dts[] = {FAMASK_DTYPE_F32, FAMASK_DTYPE_F16, FAMASK_DTYPE_BF16};
     for (int t = 0; t < 3; t++)
         for (int bhnd = 0; bhnd < 2; bhnd++)

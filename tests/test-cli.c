@@ -267,11 +267,8 @@ static void test_bench(void)
 int main(void)
 {
     tl_seed("test-cli");
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/famask-test-cli-XXXXXX");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
+    if (tl_tmpdir("test-cli", tmpdir, sizeof tmpdir))
         return 1;
-    }
     test_golden();
     test_exit_codes();
     test_bad_corpus();

@@ -855,11 +855,8 @@ static void test_specs(famask_ctx *ctx)
 int main(void)
 {
     tl_seed("test-convert");
-    snprintf(dir, sizeof dir, "/tmp/famask-test-convert.XXXXXX");
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
+    if (tl_tmpdir("test-convert", dir, sizeof dir))
         return 1;
-    }
     famask_ctx *ctx = NULL;
     famask_ctx_create(&ctx);
     test_random_round_trips(ctx);

@@ -471,11 +471,8 @@ static void test_specs(famask_ctx *ctx)
 int main(void)
 {
     tl_seed("test-io");
-    snprintf(dir, sizeof dir, "/tmp/famask-test-io.XXXXXX");
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
+    if (tl_tmpdir("test-io", dir, sizeof dir))
         return 1;
-    }
     famask_ctx *ctx = NULL;
     famask_ctx_create(&ctx);
     test_dtypes();

@@ -21,6 +21,16 @@ void tl_seed(const char *program)
            (unsigned long long)seed);
 }
 
+int tl_tmpdir(const char *program, char *dir, size_t size)
+{
+    snprintf(dir, size, "/tmp/famask-%s-XXXXXX", program);
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return -1;
+    }
+    return 0;
+}
+
 uint64_t tl_rand(void)
 {
     /* splitmix64 */

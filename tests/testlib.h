@@ -35,6 +35,9 @@ extern int tl_passed, tl_failed;
 
 /* Seeds the generator from FAMASK_TEST_SEED or the clock and prints the seed. */
 void tl_seed(const char *program);
+
+/* A fresh directory /tmp/famask-<program>-XXXXXX in dir (size bytes); 0, or -1 after printing why. */
+int tl_tmpdir(const char *program, char *dir, size_t size);
 uint64_t tl_rand(void);
 /* Uniform integer in [lo, hi] (inclusive). */
 int tl_rand_int(int lo, int hi);
