@@ -521,21 +521,24 @@ def run_gpu(fm, opt):
                             rec[tag + "_error"] = repr(e)[:400]
                 if ref_tag:
                     rec["ref"] = ref_tag
+                def famask_fwd(fn, device, tag, err_key, error_key):
+                    """One famask forward on the poisoned output: error against the reference, then the time."""
+                    try:
+                        args = famask_args(q, k, v, o, lse, device=device)
+                        o.fill_(float("nan"))
+                        call(fn, m, args)
+                        torch.cuda.synchronize()
+                        if ref_out is not None:
+                            rec[err_key] = rel_err(o, ref_out)
+                        record(tag, bench(lambda: call(fn, m, args)), None)
+                    except Exception as e:
+                        rec[error_key] = str(e)[:400]
+
                 # ---- famask fused
                 o = torch.empty_like(q)
                 lse = torch.empty(B, H, N, device=dev, dtype=torch.float32)
                 if not opt.no_famask:
-                    try:
-                        args = famask_args(q, k, v, o, lse, device=DEVICE_CUDA)
-                        o.fill_(float("nan"))
-                        call(fwd_fn, m, args)
-                        torch.cuda.synchronize()
-                        if ref_out is not None:
-                            rec["err_famask_fwd"] = rel_err(o, ref_out)
-                        t_f = bench(lambda: call(fwd_fn, m, args))
-                        record("famask", t_f, None)
-                    except Exception as e:
-                        rec["famask_fwd_error"] = str(e)[:400]
+                    famask_fwd(fwd_fn, DEVICE_CUDA, "famask", "err_famask_fwd", "famask_fwd_error")
                     if opt.bwd and "famask_fwd_ms" in rec:
                         try:
                             dq, dk, dv = (torch.full_like(q, float("nan")) for _ in range(3))
@@ -551,17 +554,7 @@ def run_gpu(fm, opt):
                             rec["famask_bwd_error"] = str(e)[:400]
                 # ---- famask unfused (standard attention)
                 if "unfused" in opt.peers and N <= opt.unfused_max_n:
-                    try:
-                        args = famask_args(q, k, v, o, lse, device=DEVICE_CUDA_UNFUSED)
-                        o.fill_(float("nan"))
-                        call(unf_fn, m, args)
-                        torch.cuda.synchronize()
-                        if ref_out is not None:
-                            rec["err_unfused_fwd"] = rel_err(o, ref_out)
-                        t_f = bench(lambda: call(unf_fn, m, args))
-                        record("unfused", t_f, None)
-                    except Exception as e:
-                        rec["unfused_error"] = str(e)[:400]
+                    famask_fwd(unf_fn, DEVICE_CUDA_UNFUSED, "unfused", "err_unfused_fwd", "unfused_error")
                 del o, lse, ref_out, ref_grads
                 jsonl.write(json.dumps(rec) + "\n")
                 jsonl.flush()
