@@ -38,21 +38,55 @@ namespace
 using namespace fm_bwd;
 using namespace fm_sm90;
 
-constexpr int BN = 128; /* keys per CTA */
+constexpr int BN = 128; /* keys per work item of the main kernel */
 constexpr int BM = BR;  /* query rows per tile (64) */
 
+/* Tensor maps: the inputs Q, dO (boxes of the kernel's query rows), K and V (boxes of BN rows); the outputs
+ * (boxes of 64 rows: one warpgroup's part) dK and dV for the main kernel, dQ for the dQ pass. */
 struct bwd_maps {
-    CUtensorMap q, d_o, k, v;
-    int q_seq_major, do_seq_major, kv_seq_major;
+    CUtensorMap q, d_o, k, v, out0, out1;
+    int q_seq_major, do_seq_major, kv_seq_major, out0_seq_major, out1_seq_major;
 };
 
 template <int D> constexpr int smem_bytes()
 {
-    /* K, V; two stages of Q and dO; two stages of (L, Dd); two stages of the keys' bounds; three mbarriers; 1024
-     * for aligning the base */
-    return 1024 + 2 * BN * D * 2 + 2 * 2 * BM * D * 2 + 2 * 2 * BM * 4 + 2 * BN * 16 + 3 * 8;
+    /* two stages of K and V; two stages of Q and dO; two stages of (L, Dd); two stages of the keys' bounds; four
+     * mbarriers and four ints; 1024 for aligning the base */
+    return 1024 + 2 * 2 * BN * D * 2 + 2 * 2 * BM * D * 2 + 2 * 2 * BM * 4 + 2 * BN * 16 + 4 * 8 + 4 * 4;
 }
 
+/* Zeroes rows [0, n) of a [rows, D] view (row stride ss elements): the outputs of a work item with nothing live.
+ * Every thread of the CTA takes part. */
+template <typename T, int D> __device__ __forceinline__ void zero_rows(T *dst, int64_t ss, int n)
+{
+    for (int c = threadIdx.x; c < n * (D / 8); c += NTHREADS)
+        *reinterpret_cast<uint4 *>(dst + (c / (D / 8)) * ss + (c % (D / 8)) * 8) = make_uint4(0, 0, 0, 0);
+}
+
+#ifdef FM_SM90_BODY
+/* The next work item's number after an empty one: one thread takes it from the counter, the barriers hand it to
+ * everyone (slot: an int in shared memory used for nothing else). */
+__device__ __forceinline__ int claim_item(int *counter, volatile int *slot)
+{
+    __syncthreads();
+    if (threadIdx.x == 0)
+        *slot = atomicAdd(counter, 1) + gridDim.x;
+    __syncthreads();
+    return *slot;
+}
+#endif
+
+/* A work item of the main kernel: key block kb of kv head hkv in batch b. Item x is key block x % n_kb of head
+ * (x / n_kb) % H_kv of batch x / (n_kb H_kv): the key blocks of a head run at the same time and share its Q and
+ * dO in L2, and under causal-like masks the longest walks go first. */
+struct kv_item {
+    int kb, hkv, b;
+};
+
+/* Persistent: min(items, multiprocessors) CTAs; CTA c starts with item c, then takes G + counters[0] (zeroed by
+ * the preprocess) each time it starts an item, so that it knows its next item before its last tile: the next
+ * item's K and V (the other stage) and first Q and dO tile go out during that tile, and the item's epilogue
+ * overlaps them. */
 template <typename T, int D>
 __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params p, const __grid_constant__ bwd_maps m)
 {
@@ -65,186 +99,248 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params 
     extern __shared__ unsigned char smem_raw[];
     const uint32_t base = (fm_smem_addr(smem_raw) + 1023u) & ~1023u;
     unsigned char *smem = smem_raw + (base - fm_smem_addr(smem_raw));
-    const uint32_t sK = base, sV = sK + TK;
-    const uint32_t sQ = sV + TK;      /* two stages */
+    const uint32_t sK = base;         /* stage s: K at sK + 2 s TK, V at sK + (2 s + 1) TK */
+    const uint32_t sQ = sK + 4 * TK;  /* two stages */
     const uint32_t sdO = sQ + 2 * TQ; /* two stages */
     const uint32_t sLD = sdO + 2 * TQ;
     const uint32_t sBd = sLD + 2 * 2 * BM * 4;
-    const uint32_t sBar = sBd + 2 * BN * 16; /* bar[0], bar[1]: a stage's Q and dO; bar[2]: K and V */
+    const uint32_t sBar = sBd + 2 * BN * 16; /* bar[0], bar[1]: a stage of Q and dO; bar[2], bar[3]: of K and V */
     const float *fLD = reinterpret_cast<const float *>(smem + (sLD - base)); /* [stage][L, Dd][BM] */
     const int4 *fBd = reinterpret_cast<const int4 *>(smem + (sBd - base));   /* [stage][BN] */
+    volatile int *slot = reinterpret_cast<int *>(smem + (sBar - base) + 4 * 8); /* [2]: next items; [2]: claims */
 
-    const int kb = blockIdx.x, hkv = blockIdx.y, b = blockIdx.z;
     const int tid = threadIdx.x, wg = tid / 128, warp = (tid / 32) % 4, lane = tid % 32;
     const int g = lane / 4, t = lane % 4;
-    const int k0 = kb * BN;
     const int group = p.n_head / p.n_head_kv;
     const int n_kb = (p.seq_len_k + BN - 1) / BN;
-    const bool key_tail = k0 + BN > p.seq_len_k;
-    const int mb = p.batch_m == 1 ? 0 : b;
+    const int n_items = n_kb * p.n_head_kv * p.batch;
 
+    /* K and V of item x into stage ks (TMA). */
+    auto load_kv = [&](const kv_item &x, int ks) {
+        if (tid == 0) {
+            const uint32_t bar = sBar + 8 * (2 + ks);
+            mbar_expect_tx(bar, 2 * TK);
+            tma_tile<D>(&m.k, m.kv_seq_major, sK + 2 * ks * TK, BN, x.kb * BN, x.hkv, x.b, bar);
+            tma_tile<D>(&m.v, m.kv_seq_major, sK + (2 * ks + 1) * TK, BN, x.kb * BN, x.hkv, x.b, bar);
+        }
+    };
     /* Q, dO (TMA), L, Dd and, for a partial tile or the ragged last key block, the keys' bounds (cp.async) of
-     * query tile tt of head-in-group hi into stage st. */
-    auto load_tile = [&](int hi, int tt, int st, int tcls) {
-        const int h = hkv * group + hi, q0 = tt * BM;
+     * query tile tt of head-in-group hi of item x into stage st. */
+    auto load_tile = [&](const kv_item &x, int hi, int tt, int st, int tcls) {
+        const int h = x.hkv * group + hi, q0 = tt * BM, k0 = x.kb * BN;
         const uint32_t bar = sBar + 8 * st;
         if (tid == 0) {
             mbar_expect_tx(bar, 2 * TQ);
-            tma_tile<D>(&m.q, m.q_seq_major, sQ + st * TQ, BM, q0, h, b, bar);
-            tma_tile<D>(&m.d_o, m.do_seq_major, sdO + st * TQ, BM, q0, h, b, bar);
+            tma_tile<D>(&m.q, m.q_seq_major, sQ + st * TQ, BM, q0, h, x.b, bar);
+            tma_tile<D>(&m.d_o, m.do_seq_major, sdO + st * TQ, BM, q0, h, x.b, bar);
         }
-        const int64_t rb = ((int64_t)b * p.n_head + h) * p.seq_pad + q0;
+        const int64_t rb = ((int64_t)x.b * p.n_head + h) * p.seq_pad + q0;
         if (tid < BM / 4)
             fm_cp_async16(sLD + (st * 2) * BM * 4 + 16 * tid, p.L + rb + 4 * tid, 16);
         else if (tid < BM / 2)
             fm_cp_async16(sLD + (st * 2 + 1) * BM * 4 + 16 * (tid - BM / 4), p.Dd + rb + 4 * (tid - BM / 4), 16);
-        if ((tcls == FM_TILE_PARTIAL || key_tail) && tid >= NTHREADS - BN) {
-            const int key = tid - (NTHREADS - BN);
+        if ((tcls == FM_TILE_PARTIAL || k0 + BN > p.seq_len_k) && tid >= NTHREADS - BN) {
+            const int key = tid - (NTHREADS - BN), mb = p.batch_m == 1 ? 0 : x.b;
             const int4 *col =
                 reinterpret_cast<const int4 *>(p.bounds) + ((int64_t)mb * p.heads_m + mask_head(p, h)) * p.seq_len_k;
             const bool ok = k0 + key < p.seq_len_k;
             fm_cp_async16(sBd + (st * BN + key) * 16, col + (ok ? k0 + key : 0), ok ? 16 : 0);
         }
     };
+    /* From item number xn on, the first item with a live query tile, into *x with its walk and first tile;
+     * zeroes dK and dV of the empty items it passes. false when none is left. Every thread calls it alike. */
+    auto find_item = [&](int xn, kv_item *x, tile_walk *w, int *hi, int *tt, int *tcls) {
+        while (xn < n_items) {
+            x->kb = xn % n_kb;
+            x->hkv = (xn / n_kb) % p.n_head_kv;
+            x->b = xn / (n_kb * p.n_head_kv);
+            w->s_hi = -1;
+            *hi = 0;
+            *tt = 0;
+            if (next_query_tile<BM>(p, *w, n_kb, x->kb, x->hkv, x->b, group, hi, tt, tcls))
+                return true;
+            const int k0 = x->kb * BN, n = min(BN, p.seq_len_k - k0);
+            zero_rows<T, D>((T *)p.dk.p + x->b * p.dk.sb + x->hkv * p.dk.sh + k0 * p.dk.ss, p.dk.ss, n);
+            zero_rows<T, D>((T *)p.dv.p + x->b * p.dv.sb + x->hkv * p.dv.sh + k0 * p.dv.ss, p.dv.ss, n);
+            xn = claim_item(p.counters, slot + 2);
+        }
+        return false;
+    };
 
     if (tid == 0) {
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 4; i++)
             mbar_init(sBar + 8 * i, 1);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
-    if (tid == 0) {
-        mbar_expect_tx(sBar + 16, 2 * TK);
-        tma_tile<D>(&m.k, m.kv_seq_major, sK, BN, k0, hkv, b, sBar + 16);
-        tma_tile<D>(&m.v, m.kv_seq_major, sV, BN, k0, hkv, b, sBar + 16);
-    }
 
-    float dk[D / 2], dv[D / 2];
-#pragma unroll
-    for (int i = 0; i < D / 2; i++)
-        dk[i] = dv[i] = 0.f;
-
-    int hi = 0, tt = 0, cls = 0, st = 0;
-    unsigned phase = 0; /* bit s: parity of stage s's next wait */
+    kv_item it;
     tile_walk wk;
-    wk.s_hi = -1;
-    bool have = next_query_tile<BM>(p, wk, n_kb, kb, hkv, group, &hi, &tt, &cls);
-    if (have)
-        load_tile(hi, tt, 0, cls);
+    int hi = 0, tt = 0, cls = 0, st = 0, ks = 0;
+    unsigned phase = 0; /* bit s: parity of the next wait on bar[s] */
+    bool have = find_item(blockIdx.x, &it, &wk, &hi, &tt, &cls);
+    if (have) {
+        load_kv(it, 0);
+        load_tile(it, hi, tt, 0, cls);
+    }
     fm_cp_async_commit();
-    mbar_wait(sBar + 16, 0);
 
-    const uint32_t k_wg = sK + wg * 64 * 128, v_wg = sV + wg * 64 * 128; /* this warpgroup's key rows */
-    const int key_a = wg * 64 + warp * 16 + g;                           /* key of rows hh = 0; + 8 for hh = 1 */
+    const int key_a = wg * 64 + warp * 16 + g; /* key of rows hh = 0 (in the block); + 8 for hh = 1 */
+    float dk[D / 2], dv[D / 2];
     while (have) {
-        const int q0 = tt * BM;
-        const uint32_t qst = sQ + st * TQ, dost = sdO + st * TQ;
-        /* S^T = K Q^T and dP^T = V dO^T (keys 64 wg.. x the tile's 64 queries) start as soon as this thread sees
-         * Q and dO land; the barrier and the next tile's loads are issued while they run. */
-        mbar_wait(sBar + 8 * st, (phase >> st) & 1);
-        phase ^= 1u << st;
-        float s[BM / 2], dp[BM / 2];
-        wg_fence();
-        wg_gemm_kk<T, D, BM>(s, k_wg, BN, qst, BM);
-        wg_gemm_kk<T, D, BM>(dp, v_wg, BN, dost, BM);
-        wg_commit();
-        fm_cp_async_wait<0>();
-        __syncthreads(); /* L, Dd and bounds of tile tt landed for everyone; everyone is done with the other stage */
-        int nhi = hi, nt = tt + 1, ncls = 0;
-        const bool nhave = next_query_tile<BM>(p, wk, n_kb, kb, hkv, group, &nhi, &nt, &ncls);
-        if (nhave)
-            load_tile(nhi, nt, st ^ 1, ncls);
-        fm_cp_async_commit();
-        wg_wait<0>();
-
-        /* P^T and dS^T; element s[4 n + 2 hh + e] is key key_a + 8 hh, query q0 + 8 n + 2 t + e */
-        const float *cL = fLD + (st * 2) * BM, *cD = fLD + (st * 2 + 1) * BM;
+        int fetched = 0; /* the item after this one; its latency hides behind the walk */
+        if (tid == 0)
+            fetched = atomicAdd(p.counters, 1) + gridDim.x;
 #pragma unroll
-        for (int n = 0; n < NS; n++) {
-            const float2 L2 = *reinterpret_cast<const float2 *>(cL + 8 * n + 2 * t);
-            const float2 D2 = *reinterpret_cast<const float2 *>(cD + 8 * n + 2 * t);
-#pragma unroll
-            for (int hh = 0; hh < 2; hh++) {
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int i = 4 * n + 2 * hh + e;
-                    const float pv = fm_exp2(s[i] * p.scale_log2 - (e ? L2.y : L2.x));
-                    s[i] = pv;
-                    dp[i] = pv * (dp[i] - (e ? D2.y : D2.x));
+        for (int i = 0; i < D / 2; i++)
+            dk[i] = dv[i] = 0.f;
+        const int k0 = it.kb * BN;
+        const bool key_tail = k0 + BN > p.seq_len_k;
+        const uint32_t k_wg = sK + 2 * ks * TK + wg * 64 * 128, v_wg = k_wg + TK; /* this warpgroup's key rows */
+        mbar_wait(sBar + 8 * (2 + ks), (phase >> (2 + ks)) & 1);
+        phase ^= 1u << (2 + ks);
+        kv_item nit = it;
+        bool nhave = true, last = false;
+        while (!last) {
+            const int q0 = tt * BM;
+            const uint32_t qst = sQ + st * TQ, dost = sdO + st * TQ;
+            /* S^T = K Q^T and dP^T = V dO^T (keys 64 wg.. x the tile's 64 queries) start as soon as this thread
+             * sees Q and dO land; the barrier and the next loads are issued while they run. */
+            mbar_wait(sBar + 8 * st, (phase >> st) & 1);
+            phase ^= 1u << st;
+            float s[BM / 2], dp[BM / 2];
+            wg_fence();
+            wg_gemm_kk<T, D, BM>(s, k_wg, BN, qst, BM);
+            wg_gemm_kk<T, D, BM>(dp, v_wg, BN, dost, BM);
+            wg_commit();
+            int nhi = hi, nt = tt + 1, ncls = 0;
+            last = !next_query_tile<BM>(p, wk, n_kb, it.kb, it.hkv, it.b, group, &nhi, &nt, &ncls);
+            if (last && tid == 0)
+                slot[ks] = fetched;
+            if (last && tid % 128 == 32)
+                bulk_wait_read<0>(); /* the stores of the item before, from the K and V stage loaded next */
+            fm_cp_async_wait<0>();
+            __syncthreads(); /* L, Dd and bounds of tile tt landed for everyone; everyone is done with the other Q
+                              * stage and the other K stage; slot[ks] is written */
+            if (!last) {
+                load_tile(it, nhi, nt, st ^ 1, ncls);
+            } else {
+                nhave = find_item(slot[ks], &nit, &wk, &nhi, &nt, &ncls);
+                if (nhave) {
+                    load_kv(nit, ks ^ 1);
+                    load_tile(nit, nhi, nt, st ^ 1, ncls);
                 }
             }
-        }
-        /* the element mask, only on partial tiles and the ragged last key block (masked entries may hold inf or
-         * NaN above; they are overwritten here) */
-        if (cls == FM_TILE_PARTIAL || key_tail) {
-            const int4 *cB = fBd + st * BN;
-            const int4 none = make_int4(0, INT32_MAX, 0, 0); /* a key past seq_len_k: masked in every row */
-            const int4 bd[2] = {k0 + key_a < p.seq_len_k ? cB[key_a] : none,
-                                k0 + key_a + 8 < p.seq_len_k ? cB[key_a + 8] : none};
+            fm_cp_async_commit();
+            wg_wait<0>();
+
+            /* P^T and dS^T; element s[4 n + 2 hh + e] is key key_a + 8 hh, query q0 + 8 n + 2 t + e */
+            const float *cL = fLD + (st * 2) * BM, *cD = fLD + (st * 2 + 1) * BM;
 #pragma unroll
-            for (int n = 0; n < NS; n++)
+            for (int n = 0; n < NS; n++) {
+                const float2 L2 = *reinterpret_cast<const float2 *>(cL + 8 * n + 2 * t);
+                const float2 D2 = *reinterpret_cast<const float2 *>(cD + 8 * n + 2 * t);
 #pragma unroll
-                for (int hh = 0; hh < 2; hh++)
+                for (int hh = 0; hh < 2; hh++) {
 #pragma unroll
-                    for (int e = 0; e < 2; e++)
-                        if (is_masked(bd[hh], q0 + 8 * n + 2 * t + e))
-                            s[4 * n + 2 * hh + e] = dp[4 * n + 2 * hh + e] = 0.f;
-        }
-        uint32_t pa[BM / 16][4], da[BM / 16][4];
-#pragma unroll
-        for (int kk = 0; kk < BM / 16; kk++) {
-#pragma unroll
-            for (int x = 0; x < 4; x++) {
-                pa[kk][x] = dt::pack(s[8 * kk + 2 * x], s[8 * kk + 2 * x + 1]);
-                da[kk][x] = dt::pack(dp[8 * kk + 2 * x], dp[8 * kk + 2 * x + 1]);
+                    for (int e = 0; e < 2; e++) {
+                        const int i = 4 * n + 2 * hh + e;
+                        const float pv = fm_exp2(s[i] * p.scale_log2 - (e ? L2.y : L2.x));
+                        s[i] = pv;
+                        dp[i] = pv * (dp[i] - (e ? D2.y : D2.x));
+                    }
+                }
             }
-        }
-        /* dV += P^T dO, dK += dS^T Q */
-        wg_fence();
-        wg_gemm_rn<T, BM, D>(dv, pa, dost, BM);
-        wg_gemm_rn<T, BM, D>(dk, da, qst, BM);
-        wg_commit();
-
-        wg_wait<0>();
-
-        hi = nhi;
-        tt = nt;
-        cls = ncls;
-        have = nhave;
-        st ^= 1;
-    }
-    fm_cp_async_wait<0>();
-
-    /* dK (times the scale) and dV: rows key_a, key_a + 8, columns 8 n + 2 t */
-    T *gdk = (T *)p.dk.p + b * p.dk.sb + hkv * p.dk.sh;
-    T *gdv = (T *)p.dv.p + b * p.dv.sb + hkv * p.dv.sh;
+            /* the element mask, only on partial tiles and the ragged last key block (masked entries may hold inf
+             * or NaN above; they are overwritten here) */
+            if (cls == FM_TILE_PARTIAL || key_tail) {
+                const int4 *cB = fBd + st * BN;
+                const int4 none = make_int4(0, INT32_MAX, 0, 0); /* a key past seq_len_k: masked in every row */
+                const int4 bd[2] = {k0 + key_a < p.seq_len_k ? cB[key_a] : none,
+                                    k0 + key_a + 8 < p.seq_len_k ? cB[key_a + 8] : none};
 #pragma unroll
-    for (int hh = 0; hh < 2; hh++) {
-        const int key = k0 + key_a + 8 * hh;
-        if (key < p.seq_len_k) {
+                for (int n = 0; n < NS; n++)
+#pragma unroll
+                    for (int hh = 0; hh < 2; hh++)
+#pragma unroll
+                        for (int e = 0; e < 2; e++)
+                            if (is_masked(bd[hh], q0 + 8 * n + 2 * t + e))
+                                s[4 * n + 2 * hh + e] = dp[4 * n + 2 * hh + e] = 0.f;
+            }
+            uint32_t pa[BM / 16][4], da[BM / 16][4];
+#pragma unroll
+            for (int kk = 0; kk < BM / 16; kk++) {
+#pragma unroll
+                for (int x = 0; x < 4; x++) {
+                    pa[kk][x] = dt::pack(s[8 * kk + 2 * x], s[8 * kk + 2 * x + 1]);
+                    da[kk][x] = dt::pack(dp[8 * kk + 2 * x], dp[8 * kk + 2 * x + 1]);
+                }
+            }
+            /* dV += P^T dO, dK += dS^T Q */
+            wg_fence();
+            wg_gemm_rn<T, BM, D>(dv, pa, dost, BM);
+            wg_gemm_rn<T, BM, D>(dk, da, qst, BM);
+            wg_commit();
+            wg_wait<0>();
+
+            hi = nhi;
+            tt = nt;
+            cls = ncls;
+            st ^= 1;
+        }
+
+        /* dK (times the scale) and dV into this warpgroup's rows of the K and V stage just used (its S^T and dP^T
+         * products, their only readers, are complete), then out by TMA store while the next item's loads are in
+         * flight: 64 narrow stores per thread measured 11% of this kernel's time on causal documents at 8K. */
+        const uint32_t sdk = sK + 2 * ks * TK, sdv = sdk + TK;
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
 #pragma unroll
             for (int n = 0; n < NO; n++) {
-                const int c = 8 * n + 2 * t;
-                *reinterpret_cast<uint32_t *>(gdk + key * p.dk.ss + c) =
+                const uint32_t off = sw128<BN>(key_a + 8 * hh, n) + 4 * t;
+                *reinterpret_cast<uint32_t *>(smem + (sdk - base) + off) =
                     dt::pack(dk[4 * n + 2 * hh] * p.scale, dk[4 * n + 2 * hh + 1] * p.scale);
-                *reinterpret_cast<uint32_t *>(gdv + key * p.dv.ss + c) =
+                *reinterpret_cast<uint32_t *>(smem + (sdv - base) + off) =
                     dt::pack(dv[4 * n + 2 * hh], dv[4 * n + 2 * hh + 1]);
             }
         }
+        fence_proxy_async();
+        asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory");
+        if (tid % 128 == 32) { /* not thread 0, whose waits would then also cover its loads */
+            tma_store_tile<D>(&m.out0, m.out0_seq_major, sdk + wg * 64 * 128, BN * 128, k0 + wg * 64, it.hkv, it.b);
+            tma_store_tile<D>(&m.out1, m.out1_seq_major, sdv + wg * 64 * 128, BN * 128, k0 + wg * 64, it.hkv, it.b);
+        }
+        it = nit;
+        have = nhave;
+        ks ^= 1;
     }
+    fm_cp_async_wait<0>();
+    if (tid % 128 == 32)
+        bulk_wait<0>();
 #endif
 }
 
 /* ---- deterministic dQ ---------------------------------------------------------------------------------- */
 
-constexpr int QB = 128; /* query rows per CTA of the dQ kernel */
+constexpr int QB = 128; /* query rows per work item of the dQ kernel */
 
 template <int D> constexpr int dq_smem_bytes()
 {
-    /* Q, dO; two stages of K, V and of the keys' bounds; L, Dd; three mbarriers; 1024 for alignment */
-    return 1024 + 2 * QB * D * 2 + 2 * 2 * BN * D * 2 + 2 * BN * 16 + 2 * QB * 4 + 3 * 8;
+    /* Q, dO; two stages of K, V and of the keys' bounds; two stages of L, Dd; three mbarriers and four ints; 1024
+     * for alignment */
+    return 1024 + 2 * QB * D * 2 + 2 * 2 * BN * D * 2 + 2 * BN * 16 + 2 * 2 * QB * 4 + 3 * 8 + 4 * 4;
 }
 
+/* A work item of the dQ pass: query tile qt of head h in batch b. Item x is query tile n_qt - 1 - x % n_qt of
+ * head (x / n_qt) % H of batch x / (n_qt H): the tiles of a head run together and share its K and V in L2, and
+ * under causal-like masks the longest walks go first. */
+struct q_item {
+    int r0, h, b;
+};
+
+/* Persistent like the main kernel (counters[1]). In the last key block of an item the next item's first K and V
+ * go out into the free stage at once, and its Q and dO (single-buffered) as soon as both warpgroups are done with
+ * this item's S and dP, so that they land during the last dQ product and the epilogue. */
 template <typename T, int D>
 __global__ void __launch_bounds__(NTHREADS, 1)
     bwd_dq_sm90_kernel(const bwd_params p, const __grid_constant__ bwd_maps m)
@@ -261,34 +357,68 @@ __global__ void __launch_bounds__(NTHREADS, 1)
     const uint32_t sK = sdO + TQ;     /* two stages */
     const uint32_t sV = sK + 2 * TK;  /* two stages */
     const uint32_t sBd = sV + 2 * TK; /* two stages of BN int4 */
-    const uint32_t sLD = sBd + 2 * BN * 16;
-    const uint32_t sBar = sLD + 2 * QB * 4; /* bar[0], bar[1]: a stage's K and V; bar[2]: Q and dO */
+    const uint32_t sLD = sBd + 2 * BN * 16; /* two stages of [L, Dd][QB] */
+    const uint32_t sBar = sLD + 2 * 2 * QB * 4; /* bar[0], bar[1]: a stage's K and V; bar[2]: Q and dO */
     const int4 *fBd = reinterpret_cast<const int4 *>(smem + (sBd - base));
-    const float *fL = reinterpret_cast<const float *>(smem + (sLD - base)), *fD = fL + QB;
+    const float *fLD = reinterpret_cast<const float *>(smem + (sLD - base));
+    volatile int *slot = reinterpret_cast<int *>(smem + (sBar - base) + 3 * 8); /* [2]: next items; [2]: claims */
 
     const int tid = threadIdx.x, wg = tid / 128, warp = (tid / 32) % 4, lane = tid % 32;
     const int g = lane / 4, t = lane % 4;
-    const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-    const int group = p.n_head / p.n_head_kv, hk = h / group;
-    const int r0 = qt * QB, r1 = min(r0 + QB, p.seq_len_q);
+    const int group = p.n_head / p.n_head_kv;
     const int n_kb = (p.seq_len_k + BN - 1) / BN;
-    const int mb = p.batch_m == 1 ? 0 : b;
-    const int64_t mask_bh = (int64_t)mb * p.heads_m + mask_head(p, h);
-    const fm_block_summary *sums = p.summaries + mask_bh * n_kb;
-    const int32_t *gb = p.bounds + mask_bh * p.seq_len_k * 4;
+    const int n_qt = (p.seq_len_q + QB - 1) / QB;
+    const int n_items = n_qt * p.n_head * p.batch;
 
-    auto load_kv = [&](int kb, int cls, int st) {
+    auto mask_sums = [&](const q_item &x) {
+        const int mb = p.batch_m == 1 ? 0 : x.b;
+        return p.summaries + ((int64_t)mb * p.heads_m + mask_head(p, x.h)) * n_kb;
+    };
+    auto load_kv = [&](const q_item &x, int kb, int cls, int st) {
         const int c0 = kb * BN;
         const uint32_t bar = sBar + 8 * st;
         if (tid == 0) {
             mbar_expect_tx(bar, 2 * TK);
-            tma_tile<D>(&m.k, m.kv_seq_major, sK + st * TK, BN, c0, hk, b, bar);
-            tma_tile<D>(&m.v, m.kv_seq_major, sV + st * TK, BN, c0, hk, b, bar);
+            tma_tile<D>(&m.k, m.kv_seq_major, sK + st * TK, BN, c0, x.h / group, x.b, bar);
+            tma_tile<D>(&m.v, m.kv_seq_major, sV + st * TK, BN, c0, x.h / group, x.b, bar);
         }
         if ((cls == FM_TILE_PARTIAL || c0 + BN > p.seq_len_k) && tid < BN) {
+            const int mb = p.batch_m == 1 ? 0 : x.b;
+            const int32_t *gb = p.bounds + ((int64_t)mb * p.heads_m + mask_head(p, x.h)) * p.seq_len_k * 4;
             const bool ok = c0 + tid < p.seq_len_k;
             fm_cp_async16(sBd + (st * BN + tid) * 16, ok ? gb + 4 * (int64_t)(c0 + tid) : gb, ok ? 16 : 0);
         }
+    };
+    /* Q and dO of item x (TMA), its L and Dd into stage ls (cp.async). */
+    auto load_q = [&](const q_item &x, int ls) {
+        if (tid == 0) {
+            mbar_expect_tx(sBar + 16, 2 * TQ);
+            tma_tile<D>(&m.q, m.q_seq_major, sQ, QB, x.r0, x.h, x.b, sBar + 16);
+            tma_tile<D>(&m.d_o, m.do_seq_major, sdO, QB, x.r0, x.h, x.b, sBar + 16);
+        }
+        const int64_t rb = ((int64_t)x.b * p.n_head + x.h) * p.seq_pad + x.r0;
+        const uint32_t ld = sLD + ls * 2 * QB * 4;
+        if (tid < QB / 4)
+            fm_cp_async16(ld + 16 * tid, p.L + rb + 4 * tid, 16);
+        else if (tid < QB / 2)
+            fm_cp_async16(ld + QB * 4 + 16 * (tid - QB / 4), p.Dd + rb + 4 * (tid - QB / 4), 16);
+    };
+    /* From item number xn on, the first item with a live key block, into *x with its scan and first block;
+     * zeroes dQ of the empty items it passes. false when none is left. Every thread calls it alike. */
+    auto find_item = [&](int xn, q_item *x, live_scan *sc, int *kb, int *kcls) {
+        while (xn < n_items) {
+            x->r0 = (n_qt - 1 - xn % n_qt) * QB;
+            x->h = (xn / n_qt) % p.n_head;
+            x->b = xn / (n_qt * p.n_head);
+            *sc = {-64, 0u, 0u};
+            *kb = next_live(*sc, mask_sums(*x), 0, n_kb, x->r0, min(x->r0 + QB, p.seq_len_q), kcls);
+            if (*kb < n_kb)
+                return true;
+            zero_rows<T, D>((T *)p.dq.p + x->b * p.dq.sb + x->h * p.dq.sh + x->r0 * p.dq.ss, p.dq.ss,
+                            min(QB, p.seq_len_q - x->r0));
+            xn = claim_item(p.counters + 1, slot + 2);
+        }
+        return false;
     };
 
     if (tid == 0) {
@@ -297,144 +427,192 @@ __global__ void __launch_bounds__(NTHREADS, 1)
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
-    int cls = FM_TILE_SKIPPED, ncls = FM_TILE_SKIPPED;
-    live_scan scan = {-64, 0u, 0u};
-    int kb = next_live(scan, sums, 0, n_kb, r0, r1, &cls);
-    if (kb < n_kb) {
-        if (tid == 0) {
-            mbar_expect_tx(sBar + 16, 2 * TQ);
-            tma_tile<D>(&m.q, m.q_seq_major, sQ, QB, r0, h, b, sBar + 16);
-            tma_tile<D>(&m.d_o, m.do_seq_major, sdO, QB, r0, h, b, sBar + 16);
-        }
-        const int64_t rb = ((int64_t)b * p.n_head + h) * p.seq_pad + r0;
-        if (tid < QB / 4)
-            fm_cp_async16(sLD + 16 * tid, p.L + rb + 4 * tid, 16);
-        else if (tid < QB / 2)
-            fm_cp_async16(sLD + QB * 4 + 16 * (tid - QB / 4), p.Dd + rb + 4 * (tid - QB / 4), 16);
-        load_kv(kb, cls, 0);
+
+    q_item it;
+    live_scan scan;
+    int kb = 0, cls = FM_TILE_SKIPPED, st = 0, ls = 0;
+    unsigned phase = 0; /* bit s: parity of the next wait on bar[s] */
+    bool have = find_item(blockIdx.x, &it, &scan, &kb, &cls);
+    if (have) {
+        load_q(it, 0);
+        load_kv(it, kb, cls, 0);
     }
     fm_cp_async_commit();
 
-    float dq[D / 2];
-#pragma unroll
-    for (int i = 0; i < D / 2; i++)
-        dq[i] = 0.f;
     const int rl = wg * 64 + warp * 16 + g; /* tile row of hh = 0; + 8 for hh = 1 */
     const uint32_t q_wg = sQ + wg * 64 * 128, do_wg = sdO + wg * 64 * 128;
-    if (kb < n_kb)
-        mbar_wait(sBar + 16, 0);
-    int st = 0;
-    unsigned phase = 0;
-    while (kb < n_kb) {
-        const int c0 = kb * BN;
-        const uint32_t kst = sK + st * TK;
-        /* S and dP start as soon as this thread sees K and V land; the barrier and the next block's loads are
-         * issued while they run. */
-        mbar_wait(sBar + 8 * st, (phase >> st) & 1);
-        phase ^= 1u << st;
-        float s[BN / 2], dp[BN / 2];
-        wg_fence();
-        wg_gemm_kk<T, D, BN>(s, q_wg, QB, kst, BN);
-        wg_gemm_kk<T, D, BN>(dp, do_wg, QB, sV + st * TK, BN);
-        wg_commit();
-        fm_cp_async_wait<0>();
-        __syncthreads(); /* the bounds of block kb landed for everyone; everyone is done with the other stage */
-        const int next = next_live(scan, sums, kb + 1, n_kb, r0, r1, &ncls);
-        if (next < n_kb)
-            load_kv(next, ncls, st ^ 1);
-        fm_cp_async_commit();
-        wg_wait<0>();
+    bool stored = false; /* a dQ store from a V stage may still be reading it */
+    float dq[D / 2];
+    while (have) {
+        int fetched = 0; /* the item after this one; its latency hides behind the walk */
+        if (tid == 0)
+            fetched = atomicAdd(p.counters + 1, 1) + gridDim.x;
+#pragma unroll
+        for (int i = 0; i < D / 2; i++)
+            dq[i] = 0.f;
+        const int r1 = min(it.r0 + QB, p.seq_len_q);
+        const fm_block_summary *sums = mask_sums(it);
+        const float *fL = fLD + ls * 2 * QB, *fD = fL + QB;
+        mbar_wait(sBar + 16, (phase >> 2) & 1);
+        phase ^= 1u << 2;
+        q_item nit = it;
+        bool nhave = true, last = false;
+        while (!last) {
+            const int c0 = kb * BN;
+            const uint32_t kst = sK + st * TK;
+            /* S and dP start as soon as this thread sees K and V land; the barrier and the next block's loads are
+             * issued while they run. */
+            mbar_wait(sBar + 8 * st, (phase >> st) & 1);
+            phase ^= 1u << st;
+            float s[BN / 2], dp[BN / 2];
+            wg_fence();
+            wg_gemm_kk<T, D, BN>(s, q_wg, QB, kst, BN);
+            wg_gemm_kk<T, D, BN>(dp, do_wg, QB, sV + st * TK, BN);
+            wg_commit();
+            int ncls = FM_TILE_SKIPPED;
+            int next = next_live(scan, sums, kb + 1, n_kb, it.r0, r1, &ncls);
+            last = next >= n_kb;
+            if (last && tid == 0)
+                slot[ls] = fetched;
+            if (stored && tid % 128 == 32)
+                bulk_wait_read<0>(); /* the item before's dQ store, from the V stage loaded next */
+            stored = false;
+            fm_cp_async_wait<0>();
+            __syncthreads(); /* the bounds of block kb landed for everyone; everyone is done with the other stage;
+                              * slot[ls] is written */
+            if (!last) {
+                load_kv(it, next, ncls, st ^ 1);
+            } else {
+                nhave = find_item(slot[ls], &nit, &scan, &next, &ncls);
+                if (nhave)
+                    load_kv(nit, next, ncls, st ^ 1);
+            }
+            fm_cp_async_commit();
+            wg_wait<0>();
+            if (last) {
+                /* both warpgroups are done with Q, dO and this stage's V: the next item's Q and dO go out (its L
+                 * and Dd to the other stage, this item's are read below), and V takes the dQ tile below */
+                asm volatile("bar.sync 1, 256;\n" ::: "memory");
+                if (nhave) {
+                    load_q(nit, ls ^ 1);
+                    fm_cp_async_commit();
+                }
+            }
 
-        /* dS = P (dP - Dd); element 4 n + 2 hh + e is row rl + 8 hh, key c0 + 8 n + 2 t + e */
+            /* dS = P (dP - Dd); element 4 n + 2 hh + e is row rl + 8 hh, key c0 + 8 n + 2 t + e */
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++) {
+                const float L = fL[rl + 8 * hh], Dd = fD[rl + 8 * hh];
+#pragma unroll
+                for (int n = 0; n < NS; n++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        const int i = 4 * n + 2 * hh + e;
+                        dp[i] = fm_exp2(s[i] * p.scale_log2 - L) * (dp[i] - Dd);
+                    }
+            }
+            if (cls == FM_TILE_PARTIAL || c0 + BN > p.seq_len_k) {
+                const int4 *bnd = fBd + st * BN;
+                const int rb = it.r0 + rl;
+#pragma unroll
+                for (int n = 0; n < NS; n++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        const int cl = n * 8 + 2 * t + e;
+                        const int4 v = bnd[cl];
+                        const bool col_ok = c0 + cl < p.seq_len_k;
+#pragma unroll
+                        for (int hh = 0; hh < 2; hh++)
+                            if (!col_ok || is_masked(v, rb + 8 * hh))
+                                dp[4 * n + 2 * hh + e] = 0.f;
+                    }
+            }
+            uint32_t da[BN / 16][4];
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; kk++)
+#pragma unroll
+                for (int x = 0; x < 4; x++)
+                    da[kk][x] = dt::pack(dp[8 * kk + 2 * x], dp[8 * kk + 2 * x + 1]);
+            wg_fence();
+            wg_gemm_rn<T, BN, D>(dq, da, kst, BN);
+            wg_commit();
+            wg_wait<0>();
+            kb = next;
+            cls = ncls;
+            st ^= 1;
+        }
+
+        /* dQ times the scale into this warpgroup's rows of the V stage of the last block, then out by TMA store
+         * while the next item's loads are in flight */
+        const uint32_t sdq = sV + (st ^ 1) * TK;
 #pragma unroll
         for (int hh = 0; hh < 2; hh++) {
-            const float L = fL[rl + 8 * hh], Dd = fD[rl + 8 * hh];
-#pragma unroll
-            for (int n = 0; n < NS; n++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int i = 4 * n + 2 * hh + e;
-                    dp[i] = fm_exp2(s[i] * p.scale_log2 - L) * (dp[i] - Dd);
-                }
-        }
-        if (cls == FM_TILE_PARTIAL || c0 + BN > p.seq_len_k) {
-            const int4 *bnd = fBd + st * BN;
-            const int rb = r0 + rl;
-#pragma unroll
-            for (int n = 0; n < NS; n++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int cl = n * 8 + 2 * t + e;
-                    const int4 v = bnd[cl];
-                    const bool col_ok = c0 + cl < p.seq_len_k;
-#pragma unroll
-                    for (int hh = 0; hh < 2; hh++)
-                        if (!col_ok || is_masked(v, rb + 8 * hh))
-                            dp[4 * n + 2 * hh + e] = 0.f;
-                }
-        }
-        uint32_t da[BN / 16][4];
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; kk++)
-#pragma unroll
-            for (int x = 0; x < 4; x++)
-                da[kk][x] = dt::pack(dp[8 * kk + 2 * x], dp[8 * kk + 2 * x + 1]);
-        wg_fence();
-        wg_gemm_rn<T, BN, D>(dq, da, kst, BN);
-        wg_commit();
-        wg_wait<0>();
-        kb = next;
-        cls = ncls;
-        st ^= 1;
-    }
-    fm_cp_async_wait<0>();
-
-    T *gdq = (T *)p.dq.p + b * p.dq.sb + h * p.dq.sh;
-#pragma unroll
-    for (int hh = 0; hh < 2; hh++) {
-        const int row = r0 + rl + 8 * hh;
-        if (row < p.seq_len_q) {
 #pragma unroll
             for (int n = 0; n < ND; n++)
-                *reinterpret_cast<uint32_t *>(gdq + (int64_t)row * p.dq.ss + 8 * n + 2 * t) =
+                *reinterpret_cast<uint32_t *>(smem + (sdq - base) + sw128<BN>(rl + 8 * hh, n) + 4 * t) =
                     dt::pack(dq[4 * n + 2 * hh] * p.scale, dq[4 * n + 2 * hh + 1] * p.scale);
         }
+        fence_proxy_async();
+        asm volatile("bar.sync %0, 128;\n" ::"r"(2 + wg) : "memory");
+        stored = true;
+        if (tid % 128 == 32) /* not thread 0, whose waits would then also cover its loads */
+            tma_store_tile<D>(&m.out0, m.out0_seq_major, sdq + wg * 64 * 128, BN * 128, it.r0 + wg * 64, it.h, it.b);
+        it = nit;
+        have = nhave;
+        ls ^= 1;
     }
+    fm_cp_async_wait<0>();
+    if (tid % 128 == 32)
+        bulk_wait<0>();
 #endif
 }
 
-/* The tensor maps of Q and dO (boxes of q_rows rows) and of K and V (boxes of BN rows). */
-template <int D> bool make_maps(const bwd_params &p, int is_bf16, int q_rows, bwd_maps *m)
+/* The map of a [batch, seq_len, heads, D] tensor for boxes of `rows` rows (make_map), with its dimension order. */
+template <int D>
+bool view_map(const tensor_view &v, int is_bf16, int rows, int seq_len, int heads, int batch, CUtensorMap *map,
+              int *seq_major)
 {
-    m->q_seq_major = !(p.q.sh < p.q.ss && p.n_head > 1);
-    m->do_seq_major = !(p.d_o.sh < p.d_o.ss && p.n_head > 1);
-    m->kv_seq_major = !(p.k.sh < p.k.ss && p.n_head_kv > 1);
-    return !make_map(NULL, &m->q, p.q.p, is_bf16, D, q_rows, p.seq_len_q, p.n_head, p.batch, p.q.ss, p.q.sh, p.q.sb,
-                     m->q_seq_major) &&
-           !make_map(NULL, &m->d_o, p.d_o.p, is_bf16, D, q_rows, p.seq_len_q, p.n_head, p.batch, p.d_o.ss, p.d_o.sh,
-                     p.d_o.sb, m->do_seq_major) &&
-           !make_map(NULL, &m->k, p.k.p, is_bf16, D, BN, p.seq_len_k, p.n_head_kv, p.batch, p.k.ss, p.k.sh, p.k.sb,
-                     m->kv_seq_major) &&
-           !make_map(NULL, &m->v, p.v.p, is_bf16, D, BN, p.seq_len_k, p.n_head_kv, p.batch, p.v.ss, p.v.sh, p.v.sb,
-                     m->kv_seq_major);
+    *seq_major = !(v.sh < v.ss && heads > 1);
+    return !make_map(NULL, map, v.p, is_bf16, D, rows, seq_len, heads, batch, v.ss, v.sh, v.sb, *seq_major);
 }
 
-/* One launch of either kernel; the shared-memory opt-in once per device (*attr_done: a bit per device). */
-cudaError_t launch_kernel(void (*kernel)(bwd_params, bwd_maps), int smem, unsigned long long *attr_done, dim3 grid,
-                          const bwd_params &p, const bwd_maps &m, cudaStream_t stream)
+/* The maps of either kernel: Q and dO with boxes of q_rows rows; outputs dK and dV (main kernel, dq = false) or
+ * dQ (dq = true). */
+template <int D> bool make_maps(const bwd_params &p, int is_bf16, int q_rows, bool dq, bwd_maps *m)
 {
+    int v_seq_major = 0;
+    return view_map<D>(p.q, is_bf16, q_rows, p.seq_len_q, p.n_head, p.batch, &m->q, &m->q_seq_major) &&
+           view_map<D>(p.d_o, is_bf16, q_rows, p.seq_len_q, p.n_head, p.batch, &m->d_o, &m->do_seq_major) &&
+           view_map<D>(p.k, is_bf16, BN, p.seq_len_k, p.n_head_kv, p.batch, &m->k, &m->kv_seq_major) &&
+           view_map<D>(p.v, is_bf16, BN, p.seq_len_k, p.n_head_kv, p.batch, &m->v, &v_seq_major) &&
+           v_seq_major == m->kv_seq_major &&
+           (dq ? view_map<D>(p.dq, is_bf16, 64, p.seq_len_q, p.n_head, p.batch, &m->out0, &m->out0_seq_major)
+               : view_map<D>(p.dk, is_bf16, 64, p.seq_len_k, p.n_head_kv, p.batch, &m->out0, &m->out0_seq_major) &&
+                     view_map<D>(p.dv, is_bf16, 64, p.seq_len_k, p.n_head_kv, p.batch, &m->out1,
+                                 &m->out1_seq_major));
+}
+
+/* One launch of either kernel: min(items, multiprocessors) persistent CTAs; the shared-memory opt-in and the
+ * multiprocessor count once per device (*attr_done: a bit per device). */
+cudaError_t launch_kernel(void (*kernel)(bwd_params, bwd_maps), int smem, unsigned long long *attr_done,
+                          int64_t items, const bwd_params &p, const bwd_maps &m, cudaStream_t stream)
+{
+    static int n_sm[64];
     int device = 0;
     cudaError_t e = cudaGetDevice(&device);
     if (e != cudaSuccess)
         return e;
-    if (device >= 64 || !(*attr_done >> device & 1ull)) {
-        e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-        if (e != cudaSuccess)
+    if (!p.counters || device >= 64)
+        return cudaErrorInvalidValue;
+    if (!(*attr_done >> device & 1ull)) {
+        if ((e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem)) != cudaSuccess ||
+            (e = cudaDeviceGetAttribute(&n_sm[device], cudaDevAttrMultiProcessorCount, device)) != cudaSuccess)
             return e;
-        if (device < 64)
-            *attr_done |= 1ull << device;
+        *attr_done |= 1ull << device;
     }
-    kernel<<<grid, NTHREADS, smem, stream>>>(p, m);
+    if (items <= 0)
+        return cudaSuccess;
+    kernel<<<fm_cuda_persistent_ctas(items, n_sm[device]), NTHREADS, smem, stream>>>(p, m);
     return cudaGetLastError();
 }
 
@@ -442,20 +620,20 @@ template <typename T, int D> cudaError_t launch(const bwd_params &p, cudaStream_
 {
     static unsigned long long attr_done = 0;
     bwd_maps m;
-    if (!make_maps<D>(p, fm_is_bf16<T>::value, BM, &m))
+    if (!make_maps<D>(p, fm_is_bf16<T>::value, BM, false, &m))
         return cudaErrorInvalidValue;
     return launch_kernel(bwd_sm90_kernel<T, D>, smem_bytes<D>(), &attr_done,
-                         dim3((p.seq_len_k + BN - 1) / BN, p.n_head_kv, p.batch), p, m, stream);
+                         (int64_t)((p.seq_len_k + BN - 1) / BN) * p.n_head_kv * p.batch, p, m, stream);
 }
 
 template <typename T, int D> cudaError_t launch_dq(const bwd_params &p, cudaStream_t stream)
 {
     static unsigned long long attr_done = 0;
     bwd_maps m;
-    if (!make_maps<D>(p, fm_is_bf16<T>::value, QB, &m))
+    if (!make_maps<D>(p, fm_is_bf16<T>::value, QB, true, &m))
         return cudaErrorInvalidValue;
     return launch_kernel(bwd_dq_sm90_kernel<T, D>, dq_smem_bytes<D>(), &attr_done,
-                         dim3((p.seq_len_q + QB - 1) / QB, p.n_head, p.batch), p, m, stream);
+                         (int64_t)((p.seq_len_q + QB - 1) / QB) * p.n_head * p.batch, p, m, stream);
 }
 
 } /* namespace */

@@ -29,6 +29,8 @@ struct bwd_params {
     float *L;                          /* [B, H, Nqp]: lse * log2(e), +inf where lse = -inf and for padding rows */
     float *Dd;                         /* [B, H, Nqp]: rowsum(dO * O), 0 for padding rows */
     float *dq_acc;                     /* [B, H, Nqp, D] or NULL (deterministic mode) */
+    int *counters;                     /* [2]: work counters of the Hopper main kernel and dQ pass, zeroed by the
+                                        * preprocess */
     const int32_t *bounds;             /* [batch_m, heads_m, Nk, 4] */
     const fm_block_summary *summaries; /* for the key block of the kernel that reads them */
     int batch, n_head, n_head_kv, seq_len_q, seq_len_k, seq_pad, batch_m, heads_m;
@@ -58,14 +60,14 @@ struct tile_walk {
 /* Next live query tile from (*hi, *t) on: skips every tile the summary marks fully masked, jumping to the end of
  * the masked run at once. */
 template <int TILE>
-__device__ bool next_query_tile(const bwd_params &p, tile_walk &wk, int n_kb, int kb, int hkv, int group, int *hi,
-                                int *t, int *cls)
+__device__ bool next_query_tile(const bwd_params &p, tile_walk &wk, int n_kb, int kb, int hkv, int b, int group,
+                                int *hi, int *t, int *cls)
 {
     const int n_tiles = (p.seq_len_q + TILE - 1) / TILE;
     const bool per_head = p.heads_m == p.n_head && group > 1;
     while (*hi < group) {
         if (wk.s_hi < 0 || (per_head && wk.s_hi != *hi)) {
-            const int mb = p.batch_m == 1 ? 0 : blockIdx.z;
+            const int mb = p.batch_m == 1 ? 0 : b;
             const int h = hkv * group + *hi;
             wk.s = p.summaries[((int64_t)mb * p.heads_m + mask_head(p, h)) * n_kb + kb];
             wk.s_hi = *hi;

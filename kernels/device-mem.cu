@@ -4,6 +4,8 @@
  */
 #include "cuda-check.cuh"
 
+#include <stdlib.h>
+
 extern "C" famask_status famask_device_alloc(famask_ctx *ctx, size_t bytes, void **out)
 {
     famask_status st = FAMASK_STATUS_OK;
@@ -63,4 +65,16 @@ extern "C" famask_status fm_cuda_check_smem(famask_ctx *ctx, int bytes, const ch
                         what, head_dim, bytes, device, limit);
 fail:
     return st;
+}
+
+/* The grid of a persistent kernel: one CTA per multiprocessor, fewer when there are fewer work items.
+ * FAMASK_CUDA_CTAS=n in the environment caps it at n, so that tests on small problems make every CTA take many
+ * items. */
+extern "C" int fm_cuda_persistent_ctas(int64_t items, int n_sm)
+{
+    const char *cap = getenv("FAMASK_CUDA_CTAS");
+    int64_t n = items < n_sm ? items : n_sm;
+    if (cap && atoi(cap) > 0 && atoi(cap) < n)
+        n = atoi(cap);
+    return (int)n;
 }

@@ -411,7 +411,7 @@ template <typename T, int D> famask_status launch(famask_ctx *ctx, const fwd_par
     {
         const int64_t n_tiles = (int64_t)((p.seq_len_q + BR - 1) / BR) * p.n_head * batch;
         const int sms = n_sm[device < 64 ? device : 0];
-        const int grid = (int)(n_tiles < sms ? n_tiles : sms);
+        const int grid = fm_cuda_persistent_ctas(n_tiles, sms);
         /* the tile counter: stream-ordered, so that launches on other streams never share one */
         FM_CUDA(ctx, cudaMallocAsync((void **)&next, sizeof(int), stream));
         FM_CUDA(ctx, cudaMemsetAsync(next, 0, sizeof(int), stream));

@@ -27,6 +27,10 @@ extern size_t fm_cuda_unfused_tile_bytes;
  * backward) and head_dim. */
 famask_status fm_cuda_check_smem(famask_ctx *ctx, int bytes, const char *what, int head_dim);
 
+/* The CTA count of a persistent kernel with `items` work items on n_sm multiprocessors: min(items, n_sm), capped
+ * by FAMASK_CUDA_CTAS from the environment (tests). */
+int fm_cuda_persistent_ctas(int64_t items, int n_sm);
+
 /* The device copy of the mask vectors ([batch_m, heads_m, seq_len_k, 4] int32), uploaded on first use and
  * cached in the mask (mask->dev), and its per-key-block summaries for block size block_k
  * ([batch_m, heads_m, ceil(seq_len_k / block_k)] fm_block_summary), computed on the device on first request

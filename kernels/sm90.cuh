@@ -3,7 +3,7 @@
  *
  * - wgmma wrappers (m64n64k16, m64n128k16, fp32 accumulators, operands from shared memory or A from registers),
  *   with the shared-memory matrix descriptor for the 128-byte swizzle;
- * - mbarriers and the tensor-memory-access copy engine (TMA) for loads that complete on them;
+ * - mbarriers and the tensor-memory-access copy engine (TMA) for loads that complete on them, and TMA stores;
  * - sw128: addresses in the canonical 128-byte-swizzle tile layout: a tile of ROWS rows of D elements is stored
  *   as D / 64 atoms, each a [ROWS][64] block whose 16-byte chunk c of row r sits at chunk c ^ (r % 8); block bases
  *   are 1024-byte aligned, so that the hardware's swizzle (address bits 4-6 xor 7-9) matches. A TMA box of 64
@@ -112,6 +112,44 @@ FM_DEV void tma_tile(const CUtensorMap *map, int seq_major, uint32_t dst, int ro
         else
             tma_load(dst + a * rows * 128, map, a * 64, hd, row0, bb, bar);
     }
+}
+
+/* One box from shared memory at src to a 4-D tensor map (a TMA store: the box's rows past the tensor's end are
+ * not written), in the issuing thread's bulk group. The writers of src fence (fence_proxy_async) and meet at a
+ * barrier before. */
+FM_DEV void tma_store(const CUtensorMap *map, uint32_t src, int c0, int c1, int c2, int c3)
+{
+    asm volatile("cp.async.bulk.tensor.4d.global.shared::cta.bulk_group [%0, {%1, %2, %3, %4}], [%5];\n" ::"l"(
+                     reinterpret_cast<uint64_t>(map)),
+                 "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(src)
+                 : "memory");
+}
+
+/* rows [row0, row0 + rows) of head hd and batch bb from shared memory at src, D / 64 atoms atom_bytes apart
+ * (boxes of `rows` rows: see make_map), by TMA store, as one bulk group of the issuing thread. */
+template <int D>
+FM_DEV void tma_store_tile(const CUtensorMap *map, int seq_major, uint32_t src, uint32_t atom_bytes, int row0, int hd,
+                           int bb)
+{
+#pragma unroll
+    for (int a = 0; a < D / 64; a++) {
+        if (seq_major)
+            tma_store(map, src + a * atom_bytes, a * 64, row0, hd, bb);
+        else
+            tma_store(map, src + a * atom_bytes, a * 64, hd, row0, bb);
+    }
+    asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+}
+
+/* Waits until this thread's bulk groups but the newest N have read their shared memory (it may be written
+ * again), or, for bulk_wait, have completed. */
+template <int N> FM_DEV void bulk_wait_read()
+{
+    asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
+}
+template <int N> FM_DEV void bulk_wait()
+{
+    asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 /* Accumulator operand lists: 32 or 64 fp32 registers d[0..]. */
