@@ -87,59 +87,59 @@ __device__ __forceinline__ void load_ld(float *sL, float *sD, const bwd_params &
 
 /* ---- step 1 --------------------------------------------------------------------------------------------------- */
 
-/* L, Dd = rowsum(dO * O) and (atomic mode) the zeroed dQ accumulator of the rows of B * H * Nqp; also zeroes
- * the Hopper kernels' work counters. A row is read by lpr lanes (D / 8 rounded up to a power of two), one 16-byte
- * chunk of O and of dO each, and every thread takes two rows, `half` apart, with all four loads issued first.
- * (One warp per row with 4-byte loads took 168 us at 8K, B 4, H 16, D 128: 1.6 TB/s, 11% of a causal-document
- * backward.) */
+/* L, Dd = rowsum(dO * O) and (atomic mode) the zeroed dQ accumulator of every row of B * H * Nqp; also zeroes
+ * the Hopper kernels' work counters. A block takes 2 * NTHREADS / lpr rows of one (batch, head) (blockIdx.y and
+ * on, gridDim.y apart); a row is read by lpr lanes (D / 8 rounded up to a power of two), one 16-byte chunk of O
+ * and of dO each, and every thread takes two rows with its four loads issued first. No 64-bit divisions: with
+ * them, and one warp per row with 4-byte loads, this step took 168 us at 8K, B 4, H 16, D 128 (1.6 TB/s), 11%
+ * of a causal-document backward. */
 template <typename T> __global__ void __launch_bounds__(NTHREADS) bwd_pre_kernel(const bwd_params p, int D, int lpr)
 {
-    const int sub = threadIdx.x % lpr, d = 8 * sub;
-    const int64_t half = (int64_t)p.batch * p.n_head * p.seq_pad / 2; /* a multiple of 64 rows */
-    const int64_t row0 = ((int64_t)blockIdx.x * NTHREADS + threadIdx.x) / lpr;
-    if (blockIdx.x == 0 && threadIdx.x < 2 && p.counters)
+    const int sub = threadIdx.x % lpr, d = 8 * sub, half = NTHREADS / lpr;
+    const int i0 = blockIdx.x * 2 * half + threadIdx.x / lpr; /* rows i0 and i0 + half; seq_pad is a multiple */
+    if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x < 2 && p.counters)
         p.counters[threadIdx.x] = 0;
-    if (row0 >= half) /* whole warps leave together */
-        return;
-    uint4 a[2], c[2];
-    float L[2];
+    for (int bh = blockIdx.y; bh < p.batch * p.n_head; bh += gridDim.y) {
+        const int b = bh / p.n_head, h = bh % p.n_head;
+        const T *o = (const T *)p.o.p + b * p.o.sb + h * p.o.sh + d;
+        const T *g = (const T *)p.d_o.p + b * p.d_o.sb + h * p.d_o.sh + d;
+        uint4 a[2], c[2];
+        float L[2];
 #pragma unroll
-    for (int x = 0; x < 2; x++) {
-        const int64_t row = row0 + x * half;
-        const int i = (int)(row % p.seq_pad), h = (int)((row / p.seq_pad) % p.n_head);
-        const int b = (int)(row / ((int64_t)p.seq_pad * p.n_head));
-        a[x] = c[x] = make_uint4(0, 0, 0, 0);
-        L[x] = INFINITY;
-        if (i < p.seq_len_q) {
-            if (d < D) {
-                a[x] = *reinterpret_cast<const uint4 *>((const T *)p.o.p + b * p.o.sb + i * p.o.ss + h * p.o.sh + d);
-                c[x] = *reinterpret_cast<const uint4 *>((const T *)p.d_o.p + b * p.d_o.sb + i * p.d_o.ss +
-                                                        h * p.d_o.sh + d);
+        for (int x = 0; x < 2; x++) {
+            const int i = i0 + x * half;
+            a[x] = c[x] = make_uint4(0, 0, 0, 0);
+            L[x] = INFINITY;
+            if (i < p.seq_len_q) {
+                if (d < D) {
+                    a[x] = *reinterpret_cast<const uint4 *>(o + i * p.o.ss);
+                    c[x] = *reinterpret_cast<const uint4 *>(g + i * p.d_o.ss);
+                }
+                const float lse = p.lse[(int64_t)bh * p.seq_len_q + i];
+                L[x] = lse == -INFINITY ? INFINITY : lse * FM_LOG2E;
             }
-            const float lse = p.lse[((int64_t)b * p.n_head + h) * p.seq_len_q + i];
-            L[x] = lse == -INFINITY ? INFINITY : lse * FM_LOG2E;
         }
-    }
 #pragma unroll
-    for (int x = 0; x < 2; x++) {
-        const uint32_t aw[4] = {a[x].x, a[x].y, a[x].z, a[x].w}, cw[4] = {c[x].x, c[x].y, c[x].z, c[x].w};
-        float acc = 0.f;
+        for (int x = 0; x < 2; x++) {
+            const uint32_t aw[4] = {a[x].x, a[x].y, a[x].z, a[x].w}, cw[4] = {c[x].x, c[x].y, c[x].z, c[x].w};
+            float acc = 0.f;
 #pragma unroll
-        for (int k = 0; k < 4; k++) {
-            const float2 u = fm_dtype<T>::unpack(aw[k]), v = fm_dtype<T>::unpack(cw[k]);
-            acc += u.x * v.x + u.y * v.y;
-        }
-        for (int off = lpr / 2; off > 0; off >>= 1) /* the row's lanes are consecutive and aligned to lpr */
-            acc += __shfl_xor_sync(0xffffffffu, acc, off);
-        const int64_t row = row0 + x * half;
-        if (sub == 0) {
-            p.L[row] = L[x];
-            p.Dd[row] = acc;
-        }
-        if (p.dq_acc) {
-            float4 *dq = reinterpret_cast<float4 *>(p.dq_acc + row * D);
-            for (int k = sub; k < D / 4; k += lpr)
-                dq[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+            for (int k = 0; k < 4; k++) {
+                const float2 u = fm_dtype<T>::unpack(aw[k]), v = fm_dtype<T>::unpack(cw[k]);
+                acc += u.x * v.x + u.y * v.y;
+            }
+            for (int off = lpr / 2; off > 0; off >>= 1) /* the row's lanes are consecutive and aligned to lpr */
+                acc += __shfl_xor_sync(0xffffffffu, acc, off);
+            const int64_t row = (int64_t)bh * p.seq_pad + i0 + x * half;
+            if (sub == 0) {
+                p.L[row] = L[x];
+                p.Dd[row] = acc;
+            }
+            if (p.dq_acc) {
+                float4 *dq = reinterpret_cast<float4 *>(p.dq_acc + row * D);
+                for (int k = sub; k < D / 4; k += lpr)
+                    dq[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+            }
         }
     }
 }
@@ -893,12 +893,12 @@ template <typename T>
 cudaError_t launch_all(bwd_params p, int D, const fm_block_summary *sum_main, const fm_block_summary *sum_dq,
                        cudaStream_t stream)
 {
-    const int64_t pre_rows = (int64_t)p.batch * p.n_head * p.seq_pad;
     int lpr = 1;
     while (lpr < D / 8)
         lpr *= 2;
-    const int64_t rows_per_block = 2 * NTHREADS / lpr;
-    bwd_pre_kernel<T><<<(unsigned)((pre_rows + rows_per_block - 1) / rows_per_block), NTHREADS, 0, stream>>>(p, D, lpr);
+    const int bh = p.batch * p.n_head;
+    const dim3 pre_grid((unsigned)(p.seq_pad / (2 * NTHREADS / lpr)), (unsigned)(bh < 65535 ? bh : 65535));
+    bwd_pre_kernel<T><<<pre_grid, NTHREADS, 0, stream>>>(p, D, lpr);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return e;
