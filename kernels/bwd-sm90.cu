@@ -6,18 +6,23 @@
  * form of the deterministic mode (no dQ accumulator, no atomics), which measured as fast as dQ by atomics or
  * faster.
  *
- * Main kernel (dK, dV): one CTA of two warpgroups per (key block of 128, kv head, batch); warpgroup w owns keys
- * 64w..64w+63. K and V of the block come in once by TMA; the CTA walks the live query tiles of 64 rows of every
+ * Both kernels are persistent: one CTA per multiprocessor takes work items from a counter and loads the next
+ * item's first tiles during the current item's last one. Their outputs leave by TMA store from shared memory that
+ * the item's last products have freed.
+ *
+ * Main kernel (dK, dV): a work item is a (key block of 128, kv head, batch), for a CTA of two warpgroups;
+ * warpgroup w owns keys 64w..64w+63. K and V of the block come in once by TMA (two stages: the next item's
+ * block loads while this one finishes); the CTA walks the live query tiles of 64 rows of every
  * query head of its GQA group (fm_bwd::next_query_tile), Q and dO by TMA into two stages, L, Dd and (for
  * partial tiles) the keys' bounds by cp.async. Per tile, each warpgroup computes on the tensor cores
  *     S^T = K Q^T, dP^T = V dO^T   (m64n64, both operands from shared memory, K-major),
  * then in registers P^T = exp2(S^T scale log2(e) - L), dS^T = P^T (dP^T - Dd), zero where masked, and
  *     dV += P^T dO, dK += dS^T Q   (m64nD, A from registers, B from shared memory MN-major).
- * dK and dV stay in registers until the end. (A first version also computed dQ = dS K there, from dS^T staged
+ * dK and dV stay in registers until the item ends. (A first version also computed dQ = dS K there, from dS^T staged
  * in shared memory, added with 8-byte atomics: 13.69 ms against 13.73 for the split form at 8K full, 2.40
  * against 2.18 on document masks.)
  *
- * dQ pass: one CTA of two warpgroups per (query tile of 128, head, batch), walking the live key blocks of 128 in
+ * dQ pass: a work item is a (query tile of 128, head, batch), for a CTA of two warpgroups, walking the live key blocks of 128 in
  * order as the forward does (fwd.cuh's live_scan), K and V through TMA in two stages:
  *     S = Q K^T, dP = dO V^T (m64n128 from shared memory), P = exp2(S scale log2(e) - L), dS = P (dP - Dd),
  *     dQ += dS K (m64nD, dS from registers, K MN-major),
