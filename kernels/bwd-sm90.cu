@@ -8,7 +8,9 @@
  *
  * Both kernels are persistent: one CTA per multiprocessor takes work items from a counter and loads the next
  * item's first tiles during the current item's last one. Their outputs leave by TMA store from shared memory that
- * the item's last products have freed.
+ * the item's last products have freed. The dQ pass is a programmatic dependent launch of the main kernel: it
+ * reads only the preprocess's L and Dd, so its CTAs start on the multiprocessors the main kernel's CTAs leave
+ * while the others finish their last key blocks, and it waits for the main kernel only before it ends.
  *
  * Main kernel (dK, dV): a work item is a (key block of 128, kv head, batch), for a CTA of two warpgroups;
  * warpgroup w owns keys 64w..64w+63. K and V of the block come in once by TMA (two stages: the next item's
@@ -96,6 +98,9 @@ template <typename T, int D>
 __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params p, const __grid_constant__ bwd_maps m)
 {
 #ifdef FM_SM90_BODY
+    /* The dQ pass, launched next as this grid's programmatic dependent, needs nothing from it: it may start at
+     * once, its CTAs taking the multiprocessors this grid's CTAs leave. */
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
     using dt = fm_dtype<T>;
     constexpr int TK = BN * D * 2, TQ = BM * D * 2;
     constexpr int NS = BM / 8; /* n8 query groups of S^T */
@@ -569,6 +574,8 @@ __global__ void __launch_bounds__(NTHREADS, 1)
     fm_cp_async_wait<0>();
     if (tid % 128 == 32)
         bulk_wait<0>();
+    /* done only when the main kernel is (its dK and dV written): what follows in the stream waits for this grid */
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
 }
 
@@ -598,9 +605,10 @@ template <int D> bool make_maps(const bwd_params &p, int is_bf16, int q_rows, bo
 }
 
 /* One launch of either kernel: min(items, multiprocessors) persistent CTAs; the shared-memory opt-in and the
- * multiprocessor count once per device (*attr_done: a bit per device). */
+ * multiprocessor count once per device (*attr_done: a bit per device). early: a programmatic dependent launch,
+ * which may start before the kernel ahead of it in the stream has finished (see the dQ pass). */
 cudaError_t launch_kernel(void (*kernel)(bwd_params, bwd_maps), int smem, unsigned long long *attr_done,
-                          int64_t items, const bwd_params &p, const bwd_maps &m, cudaStream_t stream)
+                          int64_t items, const bwd_params &p, const bwd_maps &m, bool early, cudaStream_t stream)
 {
     static int n_sm[64];
     int device = 0;
@@ -617,8 +625,17 @@ cudaError_t launch_kernel(void (*kernel)(bwd_params, bwd_maps), int smem, unsign
     }
     if (items <= 0)
         return cudaSuccess;
-    kernel<<<fm_cuda_persistent_ctas(items, n_sm[device]), NTHREADS, smem, stream>>>(p, m);
-    return cudaGetLastError();
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cfg.gridDim = dim3((unsigned)fm_cuda_persistent_ctas(items, n_sm[device]));
+    cfg.blockDim = dim3(NTHREADS);
+    cfg.dynamicSmemBytes = (size_t)smem;
+    cfg.stream = stream;
+    cfg.attrs = &attr;
+    cfg.numAttrs = early ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, kernel, p, m);
 }
 
 template <typename T, int D> cudaError_t launch(const bwd_params &p, cudaStream_t stream)
@@ -628,7 +645,7 @@ template <typename T, int D> cudaError_t launch(const bwd_params &p, cudaStream_
     if (!make_maps<D>(p, fm_is_bf16<T>::value, BM, false, &m))
         return cudaErrorInvalidValue;
     return launch_kernel(bwd_sm90_kernel<T, D>, smem_bytes<D>(), &attr_done,
-                         (int64_t)((p.seq_len_k + BN - 1) / BN) * p.n_head_kv * p.batch, p, m, stream);
+                         (int64_t)((p.seq_len_k + BN - 1) / BN) * p.n_head_kv * p.batch, p, m, false, stream);
 }
 
 template <typename T, int D> cudaError_t launch_dq(const bwd_params &p, cudaStream_t stream)
@@ -638,7 +655,7 @@ template <typename T, int D> cudaError_t launch_dq(const bwd_params &p, cudaStre
     if (!make_maps<D>(p, fm_is_bf16<T>::value, QB, true, &m))
         return cudaErrorInvalidValue;
     return launch_kernel(bwd_dq_sm90_kernel<T, D>, dq_smem_bytes<D>(), &attr_done,
-                         (int64_t)((p.seq_len_q + QB - 1) / QB) * p.n_head * p.batch, p, m, stream);
+                         (int64_t)((p.seq_len_q + QB - 1) / QB) * p.n_head * p.batch, p, m, true, stream);
 }
 
 } /* namespace */
