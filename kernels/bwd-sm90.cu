@@ -592,12 +592,12 @@ bool view_map(const tensor_view &v, int is_bf16, int rows, int seq_len, int head
  * dQ (dq = true). */
 template <int D> bool make_maps(const bwd_params &p, int is_bf16, int q_rows, bool dq, bwd_maps *m)
 {
-    int v_seq_major = 0;
+    /* V takes K's dimension order (either order describes any strides; the kernels load both with one flag) */
     return view_map<D>(p.q, is_bf16, q_rows, p.seq_len_q, p.n_head, p.batch, &m->q, &m->q_seq_major) &&
            view_map<D>(p.d_o, is_bf16, q_rows, p.seq_len_q, p.n_head, p.batch, &m->d_o, &m->do_seq_major) &&
            view_map<D>(p.k, is_bf16, BN, p.seq_len_k, p.n_head_kv, p.batch, &m->k, &m->kv_seq_major) &&
-           view_map<D>(p.v, is_bf16, BN, p.seq_len_k, p.n_head_kv, p.batch, &m->v, &v_seq_major) &&
-           v_seq_major == m->kv_seq_major &&
+           !make_map(NULL, &m->v, p.v.p, is_bf16, D, BN, p.seq_len_k, p.n_head_kv, p.batch, p.v.ss, p.v.sh, p.v.sb,
+                     m->kv_seq_major) &&
            (dq ? view_map<D>(p.dq, is_bf16, 64, p.seq_len_q, p.n_head, p.batch, &m->out0, &m->out0_seq_major)
                : view_map<D>(p.dk, is_bf16, 64, p.seq_len_k, p.n_head_kv, p.batch, &m->out0, &m->out0_seq_major) &&
                      view_map<D>(p.dv, is_bf16, 64, p.seq_len_k, p.n_head_kv, p.batch, &m->out1,
