@@ -1,6 +1,7 @@
 /*
  * bench-bwd.c: times fm_cuda_bwd (CUDA events, warm-up, median of reps) on random normal inputs.
- * usage: bench-bwd B H Hkv N D mask det [reps]; mask: full causal swa doc cdoc
+ * usage: bench-bwd B H Hkv N D mask det [reps]; mask: full causal swa doc cdoc evict
+ * (evict: causal, and half the keys evicted at a row drawn in (key, key + N/16], as peers.py's random_eviction)
  * Prints: mask, B, H, N, D, det, median ms, TFLOP/s (2.5 x 4 B H D visible pairs).
  * lse is set to log(visible keys of the row) + 0.5, what random normal scores give, so P stays in range.
  */
@@ -37,6 +38,10 @@ int main(int argc, char **argv)
         else if (!strcmp(mk, "doc") || !strcmp(mk, "cdoc")) {
             int L = N / 8, s = j / L * L, e = s + L;
             v[2] = 0; v[3] = !strcmp(mk, "cdoc") ? j : s; v[0] = e; v[1] = N;
+        } else if (!strcmp(mk, "evict")) {
+            int r = j + 1 + (int)(rnd() * (N / 16));
+            v[3] = j;
+            if (j < N - 1 && rnd() < 0.5) v[0] = r < N ? r : N;
         }
     }
     famask_ctx *ctx; famask_ctx_create(&ctx);

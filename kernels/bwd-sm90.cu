@@ -244,39 +244,48 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params 
             fm_cp_async_commit();
             wg_wait<0>();
 
-            /* P^T and dS^T; element s[4 n + 2 hh + e] is key key_a + 8 hh, query q0 + 8 n + 2 t + e */
-            const float *cL = fLD + (st * 2) * BM, *cD = fLD + (st * 2 + 1) * BM;
-#pragma unroll
-            for (int n = 0; n < NS; n++) {
-                const float2 L2 = *reinterpret_cast<const float2 *>(cL + 8 * n + 2 * t);
-                const float2 D2 = *reinterpret_cast<const float2 *>(cD + 8 * n + 2 * t);
-#pragma unroll
-                for (int hh = 0; hh < 2; hh++) {
-#pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        const int i = 4 * n + 2 * hh + e;
-                        const float pv = fm_exp2(s[i] * p.scale_log2 - (e ? L2.y : L2.x));
-                        s[i] = pv;
-                        dp[i] = pv * (dp[i] - (e ? D2.y : D2.x));
-                    }
-                }
-            }
-            /* the element mask, only on partial tiles and the ragged last key block (masked entries may hold inf
-             * or NaN above; they are overwritten here) */
-            if (cls == FM_TILE_PARTIAL || key_tail) {
+            /* P^T and dS^T; element s[4 n + 2 hh + e] is key key_a + 8 hh, query q0 + 8 n + 2 t + e. On partial
+             * tiles and the ragged last key block, masked elements get a scaled score of -inf before the exp2,
+             * so P^T and dS^T are zero there: mk[hh][w] bit 8 m + e is query q0 + 32 w + 2 t + 8 m + e. */
+            uint32_t mk[2][2];
+            const bool masked_tile = cls == FM_TILE_PARTIAL || key_tail;
+            if (masked_tile) {
                 const int4 *cB = fBd + st * BN;
                 const int4 none = make_int4(0, INT32_MAX, 0, 0); /* a key past seq_len_k: masked in every row */
-                const int4 bd[2] = {k0 + key_a < p.seq_len_k ? cB[key_a] : none,
-                                    k0 + key_a + 8 < p.seq_len_k ? cB[key_a + 8] : none};
 #pragma unroll
-                for (int n = 0; n < NS; n++)
+                for (int hh = 0; hh < 2; hh++) {
+                    const int key = key_a + 8 * hh;
+                    const int4 bd = k0 + key < p.seq_len_k ? cB[key] : none;
 #pragma unroll
-                    for (int hh = 0; hh < 2; hh++)
-#pragma unroll
-                        for (int e = 0; e < 2; e++)
-                            if (is_masked(bd[hh], q0 + 8 * n + 2 * t + e))
-                                s[4 * n + 2 * hh + e] = dp[4 * n + 2 * hh + e] = 0.f;
+                    for (int w = 0; w < 2; w++)
+                        mk[hh][w] = fm_masked_rows32(bd, q0 + 32 * w + 2 * t);
+                }
             }
+            const float *cL = fLD + (st * 2) * BM, *cD = fLD + (st * 2 + 1) * BM;
+            auto grads = [&](auto with_mask) {
+#pragma unroll
+                for (int n = 0; n < NS; n++) {
+                    const float2 L2 = *reinterpret_cast<const float2 *>(cL + 8 * n + 2 * t);
+                    const float2 D2 = *reinterpret_cast<const float2 *>(cD + 8 * n + 2 * t);
+#pragma unroll
+                    for (int hh = 0; hh < 2; hh++) {
+#pragma unroll
+                        for (int e = 0; e < 2; e++) {
+                            const int i = 4 * n + 2 * hh + e;
+                            float x = s[i] * p.scale_log2 - (e ? L2.y : L2.x);
+                            if (decltype(with_mask)::value && (mk[hh][n / 4] >> (8 * (n % 4) + e) & 1u))
+                                x = -INFINITY;
+                            const float pv = fm_exp2(x);
+                            s[i] = pv;
+                            dp[i] = pv * (dp[i] - (e ? D2.y : D2.x));
+                        }
+                    }
+                }
+            };
+            if (masked_tile)
+                grads(std::true_type());
+            else
+                grads(std::false_type());
             uint32_t pa[BM / 16][4], da[BM / 16][4];
 #pragma unroll
             for (int kk = 0; kk < BM / 16; kk++) {
@@ -336,9 +345,9 @@ constexpr int QB = 128; /* query rows per work item of the dQ kernel */
 
 template <int D> constexpr int dq_smem_bytes()
 {
-    /* Q, dO; two stages of K, V and of the keys' bounds; two stages of L, Dd; three mbarriers and four ints; 1024
-     * for alignment */
-    return 1024 + 2 * QB * D * 2 + 2 * 2 * BN * D * 2 + 2 * BN * 16 + 2 * 2 * QB * 4 + 3 * 8 + 4 * 4;
+    /* Q, dO; two stages of K, V, of the keys' bounds and of their row masks; two stages of L, Dd; three mbarriers
+     * and four ints; 1024 for alignment */
+    return 1024 + 2 * QB * D * 2 + 2 * 2 * BN * D * 2 + 2 * 2 * BN * 16 + 2 * 2 * QB * 4 + 3 * 8 + 4 * 4;
 }
 
 /* A work item of the dQ pass: query tile qt of head h in batch b. Item x is query tile n_qt - 1 - x % n_qt of
@@ -367,9 +376,11 @@ __global__ void __launch_bounds__(NTHREADS, 1)
     const uint32_t sK = sdO + TQ;     /* two stages */
     const uint32_t sV = sK + 2 * TK;  /* two stages */
     const uint32_t sBd = sV + 2 * TK; /* two stages of BN int4 */
-    const uint32_t sLD = sBd + 2 * BN * 16; /* two stages of [L, Dd][QB] */
+    const uint32_t sBits = sBd + 2 * BN * 16; /* two stages of [BN][QB / 32] words: masked rows of each key */
+    const uint32_t sLD = sBits + 2 * BN * 16; /* two stages of [L, Dd][QB] */
     const uint32_t sBar = sLD + 2 * 2 * QB * 4; /* bar[0], bar[1]: a stage's K and V; bar[2]: Q and dO */
     const int4 *fBd = reinterpret_cast<const int4 *>(smem + (sBd - base));
+    uint4 *fBits = reinterpret_cast<uint4 *>(smem + (sBits - base));
     const float *fLD = reinterpret_cast<const float *>(smem + (sLD - base));
     volatile int *slot = reinterpret_cast<int *>(smem + (sBar - base) + 3 * 8); /* [2]: next items; [2]: claims */
 
@@ -488,7 +499,16 @@ __global__ void __launch_bounds__(NTHREADS, 1)
                 bulk_wait_read<0>(); /* the item before's dQ store, from the V stage loaded next */
             stored = false;
             fm_cp_async_wait<0>();
-            __syncthreads(); /* the bounds of block kb landed for everyone; everyone is done with the other stage;
+            const bool masked_tile = cls == FM_TILE_PARTIAL || c0 + BN > p.seq_len_k;
+            if (masked_tile && tid < BN) {
+                /* the row masks of the key this thread loaded the bounds of (its own copy has landed) */
+                const bool ok = c0 + tid < p.seq_len_k;
+                const int4 v = fBd[st * BN + tid];
+                fBits[st * BN + tid] = ok ? make_uint4(fm_masked_rows32(v, it.r0), fm_masked_rows32(v, it.r0 + 32),
+                                                       fm_masked_rows32(v, it.r0 + 64), fm_masked_rows32(v, it.r0 + 96))
+                                          : make_uint4(~0u, ~0u, ~0u, ~0u);
+            }
+            __syncthreads(); /* the row masks of block kb are written; everyone is done with the other stage;
                               * slot[ls] is written */
             if (!last) {
                 load_kv(it, next, ncls, st ^ 1);
@@ -509,34 +529,30 @@ __global__ void __launch_bounds__(NTHREADS, 1)
                 }
             }
 
-            /* dS = P (dP - Dd); element 4 n + 2 hh + e is row rl + 8 hh, key c0 + 8 n + 2 t + e */
+            /* dS = P (dP - Dd); element 4 n + 2 hh + e is row rl + 8 hh, key c0 + 8 n + 2 t + e. Masked elements
+             * (partial blocks, the ragged last block) get a scaled score of -inf before the exp2: word rl / 32 of
+             * a key's row masks, shifted by rl % 32, has row rl in bit 0 and row rl + 8 in bit 8. */
+            const uint32_t *kbits = reinterpret_cast<const uint32_t *>(fBits + st * BN) + rl / 32;
+            auto grads = [&](auto with_mask) {
 #pragma unroll
-            for (int hh = 0; hh < 2; hh++) {
-                const float L = fL[rl + 8 * hh], Dd = fD[rl + 8 * hh];
+                for (int hh = 0; hh < 2; hh++) {
+                    const float L = fL[rl + 8 * hh], Dd = fD[rl + 8 * hh];
 #pragma unroll
-                for (int n = 0; n < NS; n++)
+                    for (int n = 0; n < NS; n++)
 #pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        const int i = 4 * n + 2 * hh + e;
-                        dp[i] = fm_exp2(s[i] * p.scale_log2 - L) * (dp[i] - Dd);
-                    }
-            }
-            if (cls == FM_TILE_PARTIAL || c0 + BN > p.seq_len_k) {
-                const int4 *bnd = fBd + st * BN;
-                const int rb = it.r0 + rl;
-#pragma unroll
-                for (int n = 0; n < NS; n++)
-#pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        const int cl = n * 8 + 2 * t + e;
-                        const int4 v = bnd[cl];
-                        const bool col_ok = c0 + cl < p.seq_len_k;
-#pragma unroll
-                        for (int hh = 0; hh < 2; hh++)
-                            if (!col_ok || is_masked(v, rb + 8 * hh))
-                                dp[4 * n + 2 * hh + e] = 0.f;
-                    }
-            }
+                        for (int e = 0; e < 2; e++) {
+                            const int i = 4 * n + 2 * hh + e;
+                            float x = s[i] * p.scale_log2 - L;
+                            if (decltype(with_mask)::value && (kbits[4 * (8 * n + 2 * t + e)] >> (rl % 32 + 8 * hh) & 1u))
+                                x = -INFINITY;
+                            dp[i] = fm_exp2(x) * (dp[i] - Dd);
+                        }
+                }
+            };
+            if (masked_tile)
+                grads(std::true_type());
+            else
+                grads(std::false_type());
             uint32_t da[BN / 16][4];
 #pragma unroll
             for (int kk = 0; kk < BN / 16; kk++)

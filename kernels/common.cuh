@@ -171,6 +171,22 @@ FM_DEV float fm_log2(float x)
     return y;
 }
 
+/* ---- element masks --------------------------------------------------------------------------------------- */
+
+/* Bits [0, n) set, n clamped to [0, 32] (one funnel shift). */
+FM_DEV uint32_t fm_bits_below(int n)
+{
+    return __funnelshift_lc(0xffffffffu, 0u, (unsigned)max(n, 0));
+}
+
+/* The masked rows among r0 .. r0 + 31 of a key column with bounds bd (LTS, LTE, UTS, UTE): bit i is row r0 + i.
+ * A tile's element mask then costs one bit test per element instead of four comparisons. */
+FM_DEV uint32_t fm_masked_rows32(int4 bd, int r0)
+{
+    return (fm_bits_below(bd.y - r0) & ~fm_bits_below(bd.x - r0)) |
+           (fm_bits_below(bd.w - r0) & ~fm_bits_below(bd.z - r0));
+}
+
 #define FM_LOG2E 1.4426950408889634f
 #define FM_LN2 0.6931471805599453f
 
