@@ -12,7 +12,8 @@
  *
  *   cuda-fwd            all cases
  *   cuda-fwd --small    a few small cases (for compute-sanitizer)
- *   cuda-fwd --bench    timings at 8K (B 4, H 16, D 128 and 64, bf16) and the mask upload at 131,072 columns
+ *   cuda-fwd --bench    timings at 8K (B 4, H 16, D 128 and 64, bf16, seven masks) and the mask upload at
+ *                       131,072 columns
  *   cuda-fwd --prof     the full and causal timings at D 128 only (to run under a profiler)
  *
  * Exits 77 when there is no CUDA device.
@@ -663,6 +664,12 @@ static famask_mask *bench_mask(famask_ctx *ctx, const char *name, int n)
             c[0] = de;
         } else if (!strcmp(name, "prefix_lm_half")) {
             c[3] = j < n / 2 ? 0 : j;
+        } else if (!strcmp(name, "evict_half")) { /* causal; every key evicted with probability 1/2, at a row
+                                                   * in (j, j + n/16]: almost every tile partial */
+            const uint32_t hsh = (uint32_t)j * 2654435761u;
+            c[3] = j;
+            if (hsh >> 31)
+                c[0] = imin(j + 1 + (int)((hsh >> 8) % (uint32_t)(n / 16)), n);
         }
     }
     famask_mask_from_vectors(ctx, 1, 1, n, n, v, &m);
@@ -673,7 +680,7 @@ static famask_mask *bench_mask(famask_ctx *ctx, const char *name, int n)
 static int bench(famask_ctx *ctx, int D, int n_masks)
 {
     const int B = 4, H = 16, N = 8192;
-    const char *names[] = {"full", "causal", "sliding_1023", "causal_doc_8", "doc_8", "prefix_lm_half"};
+    const char *names[] = {"full", "causal", "sliding_1023", "causal_doc_8", "doc_8", "prefix_lm_half", "evict_half"};
     famask_attn_args a;
     int64_t el = (int64_t)B * H * N * D;
     void *dq = NULL, *dk = NULL, *dv = NULL, *dout = NULL;
@@ -860,7 +867,7 @@ int main(int argc, char **argv)
         return rc;
     }
     if (argc > 1 && !strcmp(argv[1], "--bench")) {
-        int rc = bench(ctx, 128, 6) || bench(ctx, 64, 6);
+        int rc = bench(ctx, 128, 7) || bench(ctx, 64, 7);
         famask_ctx_free(ctx);
         return rc;
     }
