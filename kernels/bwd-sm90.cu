@@ -45,7 +45,7 @@ namespace
 using namespace fm_bwd;
 using namespace fm_sm90;
 
-constexpr int BN = 128; /* keys per work item of the main kernel */
+constexpr int BN = FM_SM90_BLOCK_K; /* keys per work item of the main kernel, per block of the dQ pass */
 constexpr int BM = BR;  /* query rows per tile (64) */
 
 /* Tensor maps: the inputs Q, dO (boxes of the kernel's query rows), K and V (boxes of BN rows); the outputs
@@ -341,7 +341,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params 
 
 /* ---- deterministic dQ ---------------------------------------------------------------------------------- */
 
-constexpr int QB = 128; /* query rows per work item of the dQ kernel */
+constexpr int QB = FM_SM90_BLOCK_Q; /* query rows per work item of the dQ kernel */
 
 template <int D> constexpr int dq_smem_bytes()
 {
@@ -354,7 +354,7 @@ template <int D> constexpr int dq_smem_bytes()
  * head (x / n_qt) % H of batch x / (n_qt H): the tiles of a head run together and share its K and V in L2, and
  * under causal-like masks the longest walks go first. */
 struct q_item {
-    int r0, h, b;
+    int r0, h, b, kb_end; /* its live key blocks lie before kb_end (and from p.ranges' first on) */
 };
 
 /* Persistent like the main kernel (counters[1]). In the last key block of an item the next item's first K and V
@@ -431,9 +431,13 @@ __global__ void __launch_bounds__(NTHREADS, 1)
             x->r0 = (n_qt - 1 - xn % n_qt) * QB;
             x->h = (xn / n_qt) % p.n_head;
             x->b = xn / (n_qt * p.n_head);
+            const int mb = p.batch_m == 1 ? 0 : x->b;
+            const int2 rg = reinterpret_cast<const int2 *>(
+                p.ranges)[((int64_t)mb * p.heads_m + mask_head(p, x->h)) * n_qt + x->r0 / QB];
+            x->kb_end = rg.y;
             *sc = {-64, 0u, 0u};
-            *kb = next_live(*sc, mask_sums(*x), 0, n_kb, x->r0, min(x->r0 + QB, p.seq_len_q), kcls);
-            if (*kb < n_kb)
+            *kb = next_live(*sc, mask_sums(*x), rg.x, rg.y, x->r0, min(x->r0 + QB, p.seq_len_q), kcls);
+            if (*kb < rg.y)
                 return true;
             zero_rows<T, D>((T *)p.dq.p + x->b * p.dq.sb + x->h * p.dq.sh + x->r0 * p.dq.ss, p.dq.ss,
                             min(QB, p.seq_len_q - x->r0));
@@ -491,8 +495,8 @@ __global__ void __launch_bounds__(NTHREADS, 1)
             wg_gemm_kk<T, D, BN>(dp, do_wg, QB, sV + st * TK, BN);
             wg_commit();
             int ncls = FM_TILE_SKIPPED;
-            int next = next_live(scan, sums, kb + 1, n_kb, it.r0, r1, &ncls);
-            last = next >= n_kb;
+            int next = next_live(scan, sums, kb + 1, it.kb_end, it.r0, r1, &ncls);
+            last = next >= it.kb_end;
             if (last && tid == 0)
                 slot[ls] = fetched;
             if (stored && tid % 128 == 32)

@@ -52,6 +52,7 @@
 #include "common.cuh"
 #include "bwd.cuh"
 #include "cuda-check.cuh"
+#include "fwd.cuh" /* FM_SM90_BLOCK_Q and _K: the Hopper kernels' block sizes */
 
 #include <math.h>
 #include <type_traits>
@@ -1020,6 +1021,11 @@ extern "C" famask_status fm_cuda_bwd(famask_ctx *ctx, famask_mask *mask, const f
         (st = fm_cuda_mask_device(ctx, mask, D == 256 ? 64 : 128, a->stream, NULL, &sum_dq)) != FAMASK_STATUS_OK)
         goto fail;
     p.bounds = bounds;
+    p.ranges = NULL;
+    if ((D == 64 || D == 128) && fm_bwd_sm90_applies(D) &&
+        (st = fm_cuda_mask_ranges(ctx, mask, FM_SM90_BLOCK_Q, FM_SM90_BLOCK_K, a->stream, &p.ranges)) !=
+            FAMASK_STATUS_OK)
+        goto fail;
     if (!((D == 64 || D == 128) && fm_bwd_sm90_applies(D)) &&
         (st = fm_cuda_check_smem(ctx, portable_smem(D, split), "backward", D)) != FAMASK_STATUS_OK)
         goto fail;

@@ -33,6 +33,8 @@ struct bwd_params {
                                         * preprocess */
     const int32_t *bounds;             /* [batch_m, heads_m, Nk, 4] */
     const fm_block_summary *summaries; /* for the key block of the kernel that reads them */
+    const int32_t *ranges;             /* the Hopper dQ pass's: per query tile of FM_SM90_BLOCK_Q rows, its live
+                                        * key blocks [first, end) (fm_cuda_mask_ranges) */
     int batch, n_head, n_head_kv, seq_len_q, seq_len_k, seq_pad, batch_m, heads_m;
     float scale, scale_log2;
 };

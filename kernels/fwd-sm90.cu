@@ -32,7 +32,7 @@ namespace
 
 using namespace fm_sm90;
 
-constexpr int BR = 128; /* query rows per CTA: two warpgroups of 64 */
+constexpr int BR = FM_SM90_BLOCK_Q; /* query rows per CTA: two warpgroups of 64 */
 constexpr int BC = FM_SM90_BLOCK_K;
 constexpr int NTHREADS = 256;
 
@@ -93,7 +93,7 @@ __global__ void __launch_bounds__(NTHREADS, 1)
 
     /* The current tile and its walk. */
     struct tile {
-        int valid, b, h, hk, r0, r1;
+        int valid, b, h, hk, r0, r1, kb_lo, kb_hi; /* live key blocks lie in [kb_lo, kb_hi) */
         const fm_block_summary *sums;
         const int32_t *gb;
     };
@@ -111,6 +111,12 @@ __global__ void __launch_bounds__(NTHREADS, 1)
         const int64_t mask_bh = (int64_t)mb * p.heads_m + mh;
         x.sums = p.summaries + mask_bh * n_kb;
         x.gb = p.bounds + mask_bh * p.seq_len_k * 4;
+        x.kb_lo = x.kb_hi = 0;
+        if (x.valid) {
+            const int2 rg = reinterpret_cast<const int2 *>(p.ranges)[mask_bh * n_qt + qt];
+            x.kb_lo = rg.x;
+            x.kb_hi = rg.y;
+        }
         return x;
     };
 
@@ -240,6 +246,12 @@ __global__ void __launch_bounds__(NTHREADS, 1)
     int kb0, kb1, cls0 = FM_TILE_SKIPPED, cls1 = FM_TILE_SKIPPED, cls2 = FM_TILE_SKIPPED;
     live_scan scan;
 
+    /* The first live block of tile x at or after `from`, or n_kb: the scan covers the tile's live range only. */
+    auto live_after = [&](const tile &x, int from, int *cls) {
+        const int kb = next_live(scan, x.sums, from, x.kb_hi, x.r0, x.r1, cls);
+        return kb < x.kb_hi ? kb : n_kb;
+    };
+
     /* The first live blocks of tile x into kb0/kb1, and their loads issued: {Q, K_0} on bar[2], {K_1, V_0} on
      * bar[j % 2], with K_0 and V_0 in stage st. Needs every thread (the bounds copies). */
     auto start_tile = [&](const tile &x) {
@@ -247,10 +259,10 @@ __global__ void __launch_bounds__(NTHREADS, 1)
         kb0 = kb1 = n_kb;
         if (!x.valid)
             return;
-        kb0 = next_live(scan, x.sums, 0, n_kb, x.r0, x.r1, &cls0);
+        kb0 = live_after(x, x.kb_lo, &cls0);
         if (kb0 >= n_kb)
             return;
-        kb1 = next_live(scan, x.sums, kb0 + 1, n_kb, x.r0, x.r1, &cls1);
+        kb1 = live_after(x, kb0 + 1, &cls1);
         const uint32_t bq = sBar + 16, bkv = sBar + 8 * (j & 1);
         if (tid == 0) {
             mbar_expect_tx(bq, TILE_Q + TILE_K);
@@ -308,7 +320,7 @@ __global__ void __launch_bounds__(NTHREADS, 1)
             fm_cp_async_wait<0>();
             mbar_wait(sBar + 8 * (j & 1), (j >> 1) & 1);
             __syncthreads(); /* K_j+1, V_j landed for everyone; everyone is done with K_j and V_j-1 */
-            const int kb2 = next_live(scan, cur.sums, kb1 + 1, n_kb, cur.r0, cur.r1, &cls2);
+            const int kb2 = live_after(cur, kb1 + 1, &cls2);
             const uint32_t bar = sBar + 8 * ((j + 1) & 1);
             if (tid == 0)
                 mbar_expect_tx(bar, (kb2 < n_kb ? 2 : 1) * TILE_K);

@@ -428,6 +428,10 @@ extern "C" famask_status fm_cuda_fwd(famask_ctx *ctx, famask_mask *mask, const f
         block_k = FM_SM90_BLOCK_K;
     if ((st = fm_cuda_mask_device(ctx, mask, block_k, a->stream, &bounds, &sums)) != FAMASK_STATUS_OK)
         return st;
+    p.ranges = NULL;
+    if (sm90 && (st = fm_cuda_mask_ranges(ctx, mask, FM_SM90_BLOCK_Q, FM_SM90_BLOCK_K, a->stream, &p.ranges)) !=
+                    FAMASK_STATUS_OK)
+        return st;
 
     p.q = a->q.data;
     p.k = a->k.data;

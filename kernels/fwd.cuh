@@ -24,6 +24,8 @@ struct fwd_params {
     int negate_q;     /* the scale is negative: the portable kernel computes S from -Q (see kernels/fwd.cu) */
     const int32_t *bounds;
     const fm_block_summary *summaries;
+    const int32_t *ranges; /* Hopper kernel only: per query tile of 128 rows, its live key blocks [first, end)
+                            * (fm_cuda_mask_ranges) */
 };
 
 /* The search for live (not skipped) key blocks of query rows [r0, r1). Each warp classifies a window of 32
@@ -67,6 +69,7 @@ __device__ __forceinline__ int next_live(live_scan &sc, const fm_block_summary *
  * head dim it does not serve: the caller then uses the portable kernel), or an error. Needs the summaries for key
  * blocks of FM_SM90_BLOCK_K. */
 #define FM_SM90_BLOCK_K 128
+#define FM_SM90_BLOCK_Q 128
 int fm_fwd_sm90_applies(int head_dim);
 famask_status fm_fwd_sm90(famask_ctx *ctx, const fwd_params &p, int head_dim, int is_bf16, int batch,
                           cudaStream_t stream);

@@ -38,6 +38,12 @@ int fm_cuda_persistent_ctas(int64_t items, int n_sm);
 famask_status fm_cuda_mask_device(famask_ctx *ctx, famask_mask *mask, int block_k, void *stream,
                                   const int32_t **bounds, const fm_block_summary **summaries);
 
+/* Per query tile of block_q rows of each (b, h) of the mask, [batch_m, heads_m, ceil(seq_len_q / block_q), 2]
+ * int32: the first live key block of block_k columns and one past the last ({0, 0} when none is live), from the
+ * summaries for block_k; computed on the device on first request and cached with the mask. */
+famask_status fm_cuda_mask_ranges(famask_ctx *ctx, famask_mask *mask, int block_q, int block_k, void *stream,
+                                  const int32_t **ranges);
+
 #ifdef __cplusplus
 }
 #endif

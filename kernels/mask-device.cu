@@ -20,6 +20,12 @@
  * FM_PIN_MIN_BYTES) and vectors whose pages are already registered elsewhere (cudaHostRegister refuses an
  * overlap, e.g. with a neighbouring mask's vectors on a shared page) keep the pageable copy.
  *
+ * The Hopper kernels that walk key blocks per query tile (the forward, the backward's dQ pass) also take, per
+ * query tile, the first and last live key block (fm_cuda_mask_ranges), so that they neither scan the masked
+ * blocks before a tile's first live one nor those after its last: at 128K a sliding window's tile has 9 live
+ * blocks among 1024. These tables are computed from the summaries on first request and cached the same way
+ * (FM_RANGE_SLOTS pairs of block sizes), and recomputed with them by a refresh.
+ *
  * A mask may be shared between threads once built, but its device cache is filled on first use: callers that
  * share a mask across threads should call famask_mask_upload first.
  */
@@ -30,6 +36,7 @@
 #include <stdlib.h>
 
 #define FM_SUMMARY_SLOTS 4
+#define FM_RANGE_SLOTS 2
 /* Below this many bytes of vectors the pageable copy is as fast and registration is not worth its cost. */
 #define FM_PIN_MIN_BYTES ((size_t)64 << 10)
 
@@ -47,6 +54,11 @@ struct mask_dev {
         fm_block_summary *summaries;
     } slot[FM_SUMMARY_SLOTS];
     int next_evict;
+    struct {
+        int block_q, block_k; /* 0: slot unused */
+        int32_t *ranges;      /* its own allocation */
+    } rslot[FM_RANGE_SLOTS];
+    int next_rng_evict;
     void *pinned;       /* the host vectors, registered with cudaHostRegister by us (NULL: pageable copies) */
     cudaEvent_t copied; /* recorded after each copy from pinned; made with the registration */
 };
@@ -74,6 +86,8 @@ static void mask_dev_free(void *p)
     for (int i = 0; i < FM_SUMMARY_SLOTS; i++)
         if (d->slot[i].owned)
             cudaFree(d->slot[i].summaries);
+    for (int i = 0; i < FM_RANGE_SLOTS; i++)
+        cudaFree(d->rslot[i].ranges);
     if (current >= 0)
         (void)cudaSetDevice(current);
     (void)cudaGetLastError();
@@ -315,6 +329,119 @@ fail:
     return st;
 }
 
+/* Grid n_bh * n_qt, 128 threads: CTA x finds the first and last live (not skipped) key block of query tile
+ * x % n_qt of (b, h) number x / n_qt, each thread classifying every 128th block, and writes {first, last + 1},
+ * or {0, 0} when none is live. */
+__global__ void __launch_bounds__(128) ranges_kernel(const fm_block_summary *__restrict__ sums, int n_kb, int n_qt,
+                                                     int block_q, int seq_len_q, int32_t *out)
+{
+    __shared__ int lo_w[4], hi_w[4];
+    const int64_t bh = blockIdx.x / n_qt;
+    const int qt = blockIdx.x % n_qt;
+    const int r0 = qt * block_q, r1 = min(r0 + block_q, seq_len_q);
+    int lo = INT32_MAX, hi = -1;
+    for (int kb = threadIdx.x; kb < n_kb; kb += 128) {
+        fm_block_summary s = sums[bh * n_kb + kb];
+        if (fm_tile_classify(&s, r0, r1) != FM_TILE_SKIPPED) {
+            lo = min(lo, kb);
+            hi = max(hi, kb);
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        lo = min(lo, __shfl_xor_sync(0xffffffffu, lo, o));
+        hi = max(hi, __shfl_xor_sync(0xffffffffu, hi, o));
+    }
+    if (threadIdx.x % 32 == 0) {
+        lo_w[threadIdx.x / 32] = lo;
+        hi_w[threadIdx.x / 32] = hi;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < 4; w++) {
+            lo = min(lo, lo_w[w]);
+            hi = max(hi, hi_w[w]);
+        }
+        out[2 * blockIdx.x] = hi < 0 ? 0 : lo;
+        out[2 * blockIdx.x + 1] = hi + 1;
+    }
+}
+
+static int n_tiles(int len, int block)
+{
+    return (len + block - 1) / block;
+}
+
+/* Computes range slot i from the summaries for its block_k (which it makes if needed). */
+static famask_status compute_ranges(famask_ctx *ctx, const famask_mask *mask, struct mask_dev *d, int i,
+                                    cudaStream_t stream)
+{
+    famask_status st = FAMASK_STATUS_OK;
+    const fm_block_summary *sums = NULL;
+    const int block_q = d->rslot[i].block_q, block_k = d->rslot[i].block_k;
+    const int64_t ctas = (int64_t)mask->batch_m * mask->heads_m * n_tiles(mask->seq_len_q, block_q);
+    if ((st = ensure_summaries(ctx, mask, d, block_k, stream, &sums)) != FAMASK_STATUS_OK)
+        return st;
+    if (ctas == 0)
+        return FAMASK_STATUS_OK;
+    if (ctas > INT32_MAX)
+        return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED, "mask too large for the live-range table (%lld tiles)",
+                        (long long)ctas);
+    ranges_kernel<<<(unsigned)ctas, 128, 0, stream>>>(sums, n_tiles(mask->seq_len_k, block_k),
+                                                      n_tiles(mask->seq_len_q, block_q), block_q, mask->seq_len_q,
+                                                      d->rslot[i].ranges);
+    FM_CUDA_LAUNCHED(ctx);
+fail:
+    return st;
+}
+
+extern "C" famask_status fm_cuda_mask_ranges(famask_ctx *ctx, famask_mask *mask, int block_q, int block_k,
+                                             void *stream, const int32_t **ranges)
+{
+    famask_status st = FAMASK_STATUS_OK;
+    struct mask_dev *d = NULL;
+    cudaStream_t s = (cudaStream_t)stream;
+    int i;
+
+    *ranges = NULL;
+    if (!mask)
+        return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT, "'mask' is NULL");
+    if (block_q <= 0 || block_k <= 0)
+        return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT, "block sizes %d x %d are not positive", block_q,
+                        block_k);
+    if ((st = ensure_vectors(ctx, mask, s, &d)) != FAMASK_STATUS_OK)
+        return st;
+    for (i = 0; i < FM_RANGE_SLOTS; i++) {
+        if (d->rslot[i].block_q == block_q && d->rslot[i].block_k == block_k) {
+            *ranges = d->rslot[i].ranges;
+            return FAMASK_STATUS_OK;
+        }
+    }
+    for (i = 0; i < FM_RANGE_SLOTS && d->rslot[i].block_q != 0; i++)
+        ;
+    if (i == FM_RANGE_SLOTS) {
+        i = d->next_rng_evict;
+        d->next_rng_evict = (d->next_rng_evict + 1) % FM_RANGE_SLOTS;
+    }
+    if (d->rslot[i].ranges) /* cudaFree waits for the kernels that may still read the evicted table */
+        FM_CUDA(ctx, cudaFree(d->rslot[i].ranges));
+    d->rslot[i].ranges = NULL;
+    d->rslot[i].block_q = d->rslot[i].block_k = 0;
+    FM_CUDA(ctx, cudaMalloc((void **)&d->rslot[i].ranges, (size_t)mask->batch_m * mask->heads_m *
+                                                             n_tiles(mask->seq_len_q, block_q) * 2 * sizeof(int32_t) +
+                                                         8));
+    d->rslot[i].block_q = block_q;
+    d->rslot[i].block_k = block_k;
+    if ((st = compute_ranges(ctx, mask, d, i, s)) != FAMASK_STATUS_OK) {
+        cudaFree(d->rslot[i].ranges);
+        d->rslot[i].ranges = NULL;
+        d->rslot[i].block_q = d->rslot[i].block_k = 0;
+        return st;
+    }
+    *ranges = d->rslot[i].ranges;
+fail:
+    return st;
+}
+
 extern "C" famask_status fm_cuda_mask_device(famask_ctx *ctx, famask_mask *mask, int block_k, void *stream,
                                              const int32_t **bounds, const fm_block_summary **summaries)
 {
@@ -358,6 +485,9 @@ extern "C" famask_status famask_mask_upload(famask_ctx *ctx, famask_mask *mask, 
             return st;
         if ((st = summarise(ctx, mask, d, all_slots(d), s)) != FAMASK_STATUS_OK)
             return st;
+        for (int i = 0; i < FM_RANGE_SLOTS; i++)
+            if (d->rslot[i].block_q && (st = compute_ranges(ctx, mask, d, i, s)) != FAMASK_STATUS_OK)
+                return st;
     }
     return FAMASK_STATUS_OK;
 }

@@ -31,6 +31,13 @@ famask_status fm_cuda_mask_device(famask_ctx *ctx, famask_mask *mask, int block_
     return no_cuda(ctx);
 }
 
+famask_status fm_cuda_mask_ranges(famask_ctx *ctx, famask_mask *mask, int block_q, int block_k, void *stream,
+                                  const int32_t **ranges)
+{
+    *ranges = NULL;
+    return no_cuda(ctx);
+}
+
 famask_status famask_mask_upload(famask_ctx *ctx, famask_mask *mask, void *stream)
 {
     return no_cuda(ctx);

@@ -451,7 +451,8 @@ static void test_mask_device(famask_ctx *ctx)
     const int sizes[] = {64, 128, 16, 100, 33, 7, 64, 1};
     for (int rep = 0; rep < 4; rep++) {
         int nq = tl_rand_int(1, 3000), nk = tl_rand_int(1, 3000), bm = tl_rand_int(1, 2), hm = tl_rand_int(1, 3);
-        famask_mask *m = make_mask(ctx, rep % 2 ? MK_RANDOM : MK_CAUSAL_DOCUMENT, bm, hm, nq, nk);
+        const enum mask_kind kinds[] = {MK_CAUSAL_DOCUMENT, MK_RANDOM, MK_SLIDING, MK_RANDOM_BAND};
+        famask_mask *m = make_mask(ctx, kinds[rep], bm, hm, nq, nk);
         if (!m) {
             CHECK(0, "mask");
             continue;
@@ -489,6 +490,41 @@ static void test_mask_device(famask_ctx *ctx)
                       bm, hm, nq, nk, bk, pass, bad);
                 free(got);
                 free(gotb);
+            }
+            /* the live ranges per query tile (three block pairs: the third evicts the first of two slots) */
+            const int pairs[3][2] = {{128, 128}, {64, 128}, {128, 64}};
+            for (int pi = 0; pi < 3; pi++) {
+                const int bq = pairs[pi][0], bk = pairs[pi][1], nb = (nk + bk - 1) / bk, nt = (nq + bq - 1) / bq;
+                const int32_t *dr = NULL;
+                int32_t *got = malloc((size_t)bm * hm * nt * 2 * sizeof *got);
+                int bad = 0;
+                CHECK_OK(ctx, fm_cuda_mask_ranges(ctx, m, bq, bk, NULL, &dr));
+                if (!got || !dr ||
+                    !cuda_ok(cudaMemcpy(got, dr, (size_t)bm * hm * nt * 2 * sizeof *got, cudaMemcpyDeviceToHost),
+                             "ranges")) {
+                    CHECK(0, "live ranges");
+                    free(got);
+                    continue;
+                }
+                for (int bh = 0; bh < bm * hm; bh++) {
+                    for (int qt = 0; qt < nt; qt++) {
+                        int lo = 0, hi = 0;
+                        for (int kb = 0; kb < nb; kb++) {
+                            fm_block_summary sm;
+                            fm_block_summarise(famask_mask_bounds(m) + (int64_t)bh * nk * 4, kb * bk,
+                                               imin((kb + 1) * bk, nk), &sm);
+                            if (fm_tile_classify(&sm, qt * bq, imin((qt + 1) * bq, nq)) != FM_TILE_SKIPPED) {
+                                lo = hi == 0 ? kb : lo;
+                                hi = kb + 1;
+                            }
+                        }
+                        const int32_t *g = got + 2 * ((int64_t)bh * nt + qt);
+                        bad += g[0] != lo || g[1] != hi;
+                    }
+                }
+                CHECK(bad == 0, "live ranges: %s batch_m %d heads_m %d Nq %d Nk %d blocks %d x %d pass %d: %d mismatches",
+                      mask_kind_name[kinds[rep]], bm, hm, nq, nk, bq, bk, pass, bad);
+                free(got);
             }
         }
         famask_mask_free(m);
