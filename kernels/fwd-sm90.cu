@@ -19,7 +19,8 @@
  * cp.async loads and no overlap, 415 with the overlap, 518 with TMA, 528 persistent (bench/RESULTS.md).
  * Shared-memory layouts, descriptors and the wgmma and TMA wrappers: kernels/sm90.cuh.
  *
- * The tile classification, the search for live blocks and the element mask are the portable kernel's (fwd.cuh).
+ * The tile classification, the search for live blocks and the element mask are the portable kernel's (fwd.cuh);
+ * the search covers only each query tile's live range of key blocks (fm_cuda_mask_ranges).
  */
 #include "fwd.cuh"
 #include "sm90.cuh"
