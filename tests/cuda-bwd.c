@@ -490,6 +490,17 @@ done:
 
 /* Arguments famask_attn_bwd refuses on the cuda device, each with a message naming what is wrong, before any
  * work: the outputs (poisoned) must come back untouched. */
+
+/* famask_attn_bwd must refuse b with status want and a message containing needle (what: the case, for the
+ * failure message). */
+static void expect_refusal(famask_ctx *ctx, famask_mask *m, const famask_attn_args *b, famask_status want,
+                           const char *needle, const char *what)
+{
+    famask_status st = famask_attn_bwd(ctx, m, b);
+    CHECK(st == want && strstr(famask_ctx_errmsg(ctx), needle), "%s must be refused, got %s '%s'", what,
+          famask_status_str(st), famask_ctx_errmsg(ctx));
+}
+
 static void test_refusals(famask_ctx *ctx)
 {
     enum { N = 40, H = 2, D = 64 };
@@ -532,51 +543,37 @@ static void test_refusals(famask_ctx *ctx)
         famask_attn_args b = a;
         b.head_dim = 80;
         b.q.stride_head = b.k.stride_head = 80; /* any: the head dim is refused first */
-        famask_status st = famask_attn_bwd(ctx, m, &b);
-        CHECK(st == FAMASK_STATUS_UNSUPPORTED && strstr(famask_ctx_errmsg(ctx), "80"),
-              "head_dim 80 must be refused, got %s '%s'", famask_status_str(st), famask_ctx_errmsg(ctx));
+        expect_refusal(ctx, m, &b, FAMASK_STATUS_UNSUPPORTED, "80", "head_dim 80");
     }
     {
         famask_attn_args b = a;
         b.lse = NULL;
-        famask_status st = famask_attn_bwd(ctx, m, &b);
-        CHECK(st == FAMASK_STATUS_INVALID_ARGUMENT && strstr(famask_ctx_errmsg(ctx), "'lse'"),
-              "lse NULL must be refused, got %s '%s'", famask_status_str(st), famask_ctx_errmsg(ctx));
+        expect_refusal(ctx, m, &b, FAMASK_STATUS_INVALID_ARGUMENT, "'lse'", "lse NULL");
     }
     {
         famask_attn_args b = a;
         b.dk.data = (char *)dev[6] + 2; /* one element off: not 16-byte aligned */
-        famask_status st = famask_attn_bwd(ctx, m, &b);
-        CHECK(st == FAMASK_STATUS_UNSUPPORTED && strstr(famask_ctx_errmsg(ctx), "'dk.data'"),
-              "unaligned dk must be refused, got %s '%s'", famask_status_str(st), famask_ctx_errmsg(ctx));
+        expect_refusal(ctx, m, &b, FAMASK_STATUS_UNSUPPORTED, "'dk.data'", "unaligned dk");
     }
     {
         famask_attn_args b = a;
         b.dq.data = b.q.data; /* in place */
-        famask_status st = famask_attn_bwd(ctx, m, &b);
-        CHECK(st == FAMASK_STATUS_INVALID_ARGUMENT && strstr(famask_ctx_errmsg(ctx), "'dq'"),
-              "dq at q's address must be refused, got %s '%s'", famask_status_str(st), famask_ctx_errmsg(ctx));
+        expect_refusal(ctx, m, &b, FAMASK_STATUS_INVALID_ARGUMENT, "'dq'", "dq at q's address");
     }
     {
         famask_attn_args b = a;
         b.dtype = FAMASK_DTYPE_F32;
-        famask_status st = famask_attn_bwd(ctx, m, &b);
-        CHECK(st == FAMASK_STATUS_UNSUPPORTED && strstr(famask_ctx_errmsg(ctx), "f32"),
-              "f32 on cuda must be refused, got %s '%s'", famask_status_str(st), famask_ctx_errmsg(ctx));
+        expect_refusal(ctx, m, &b, FAMASK_STATUS_UNSUPPORTED, "f32", "f32 on cuda");
     }
     {
         famask_attn_args b = a;
         b.softmax_scale = INFINITY;
-        famask_status st = famask_attn_bwd(ctx, m, &b);
-        CHECK(st == FAMASK_STATUS_INVALID_ARGUMENT && strstr(famask_ctx_errmsg(ctx), "softmax_scale"),
-              "an infinite scale must be refused, got %s '%s'", famask_status_str(st), famask_ctx_errmsg(ctx));
+        expect_refusal(ctx, m, &b, FAMASK_STATUS_INVALID_ARGUMENT, "softmax_scale", "an infinite scale");
     }
     {
         famask_attn_args b = a;
         b.seq_len_q = N - 1; /* the mask is for N */
-        famask_status st = famask_attn_bwd(ctx, m, &b);
-        CHECK(st == FAMASK_STATUS_INVALID_ARGUMENT && strstr(famask_ctx_errmsg(ctx), "mask"),
-              "a mask of another length must be refused, got %s '%s'", famask_status_str(st), famask_ctx_errmsg(ctx));
+        expect_refusal(ctx, m, &b, FAMASK_STATUS_INVALID_ARGUMENT, "mask", "a mask of another length");
     }
     /* nothing was written by the refused calls (NaN poison: 0xFFFF in every element) */
     CU(cudaDeviceSynchronize());
