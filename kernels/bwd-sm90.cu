@@ -24,8 +24,9 @@
  * in shared memory, added with 8-byte atomics: 13.69 ms against 13.73 for the split form at 8K full, 2.40
  * against 2.18 on document masks.)
  *
- * dQ pass: a work item is a (query tile of 128, head, batch), for a CTA of two warpgroups, walking the live key blocks of 128 in
- * order as the forward does (fwd.cuh's live_scan), K and V through TMA in two stages:
+ * dQ pass: a work item is a (query tile of 128, head, batch), for a CTA of two warpgroups, walking the live key
+ * blocks of 128 in order as the forward does (fwd.cuh's live_scan, within the tile's live range from
+ * fm_cuda_mask_ranges), K and V through TMA in two stages:
  *     S = Q K^T, dP = dO V^T (m64n128 from shared memory), P = exp2(S scale log2(e) - L), dS = P (dP - Dd),
  *     dQ += dS K (m64nD, dS from registers, K MN-major),
  * then dQ times the scale to the output.
@@ -177,12 +178,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params 
         return false;
     };
 
-    if (tid == 0) {
-        for (int i = 0; i < 4; i++)
-            mbar_init(sBar + 8 * i, 1);
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    }
-    __syncthreads();
+    mbar_init_all(sBar, 4);
 
     kv_item it;
     tile_walk wk;
@@ -391,10 +387,11 @@ __global__ void __launch_bounds__(NTHREADS, 1)
     const int n_qt = (p.seq_len_q + QB - 1) / QB;
     const int n_items = n_qt * p.n_head * p.batch;
 
-    auto mask_sums = [&](const q_item &x) {
-        const int mb = p.batch_m == 1 ? 0 : x.b;
-        return p.summaries + ((int64_t)mb * p.heads_m + mask_head(p, x.h)) * n_kb;
+    /* the (batch, head) of the mask that item x reads */
+    auto mask_bh = [&](const q_item &x) {
+        return (int64_t)(p.batch_m == 1 ? 0 : x.b) * p.heads_m + mask_head(p, x.h);
     };
+    auto mask_sums = [&](const q_item &x) { return p.summaries + mask_bh(x) * n_kb; };
     auto load_kv = [&](const q_item &x, int kb, int cls, int st) {
         const int c0 = kb * BN;
         const uint32_t bar = sBar + 8 * st;
@@ -404,8 +401,7 @@ __global__ void __launch_bounds__(NTHREADS, 1)
             tma_tile<D>(&m.v, m.kv_seq_major, sV + st * TK, BN, c0, x.h / group, x.b, bar);
         }
         if ((cls == FM_TILE_PARTIAL || c0 + BN > p.seq_len_k) && tid < BN) {
-            const int mb = p.batch_m == 1 ? 0 : x.b;
-            const int32_t *gb = p.bounds + ((int64_t)mb * p.heads_m + mask_head(p, x.h)) * p.seq_len_k * 4;
+            const int32_t *gb = p.bounds + mask_bh(x) * p.seq_len_k * 4;
             const bool ok = c0 + tid < p.seq_len_k;
             fm_cp_async16(sBd + (st * BN + tid) * 16, ok ? gb + 4 * (int64_t)(c0 + tid) : gb, ok ? 16 : 0);
         }
@@ -431,9 +427,7 @@ __global__ void __launch_bounds__(NTHREADS, 1)
             x->r0 = (n_qt - 1 - xn % n_qt) * QB;
             x->h = (xn / n_qt) % p.n_head;
             x->b = xn / (n_qt * p.n_head);
-            const int mb = p.batch_m == 1 ? 0 : x->b;
-            const int2 rg = reinterpret_cast<const int2 *>(
-                p.ranges)[((int64_t)mb * p.heads_m + mask_head(p, x->h)) * n_qt + x->r0 / QB];
+            const int2 rg = reinterpret_cast<const int2 *>(p.ranges)[mask_bh(*x) * n_qt + x->r0 / QB];
             x->kb_end = rg.y;
             *sc = {-64, 0u, 0u};
             *kb = next_live(*sc, mask_sums(*x), rg.x, rg.y, x->r0, min(x->r0 + QB, p.seq_len_q), kcls);
@@ -446,12 +440,7 @@ __global__ void __launch_bounds__(NTHREADS, 1)
         return false;
     };
 
-    if (tid == 0) {
-        for (int i = 0; i < 3; i++)
-            mbar_init(sBar + 8 * i, 1);
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    }
-    __syncthreads();
+    mbar_init_all(sBar, 3);
 
     q_item it;
     live_scan scan;
@@ -547,7 +536,8 @@ __global__ void __launch_bounds__(NTHREADS, 1)
                         for (int e = 0; e < 2; e++) {
                             const int i = 4 * n + 2 * hh + e;
                             float x = s[i] * p.scale_log2 - L;
-                            if (decltype(with_mask)::value && (kbits[4 * (8 * n + 2 * t + e)] >> (rl % 32 + 8 * hh) & 1u))
+                            if (decltype(with_mask)::value &&
+                                (kbits[4 * (8 * n + 2 * t + e)] >> (rl % 32 + 8 * hh) & 1u))
                                 x = -INFINITY;
                             dp[i] = fm_exp2(x) * (dp[i] - Dd);
                         }

@@ -277,12 +277,7 @@ __global__ void __launch_bounds__(NTHREADS, 1)
         fm_cp_async_commit();
     };
 
-    if (tid == 0) {
-        for (int i = 0; i < 3; i++)
-            mbar_init(sBar + 8 * i, 1);
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    }
-    __syncthreads();
+    mbar_init_all(sBar, 3);
     int k = 0;
     tile cur = tile_at(blockIdx.x);
     start_tile(cur);

@@ -381,8 +381,6 @@ static famask_status compute_ranges(famask_ctx *ctx, const famask_mask *mask, st
     const int64_t ctas = (int64_t)mask->batch_m * mask->heads_m * n_tiles(mask->seq_len_q, block_q);
     if ((st = ensure_summaries(ctx, mask, d, block_k, stream, &sums)) != FAMASK_STATUS_OK)
         return st;
-    if (ctas == 0)
-        return FAMASK_STATUS_OK;
     if (ctas > INT32_MAX)
         return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED, "mask too large for the live-range table (%lld tiles)",
                         (long long)ctas);
@@ -394,8 +392,8 @@ fail:
     return st;
 }
 
-extern "C" famask_status fm_cuda_mask_ranges(famask_ctx *ctx, famask_mask *mask, int block_q, int block_k,
-                                             void *stream, const int32_t **ranges)
+extern "C" famask_status fm_cuda_mask_ranges(famask_ctx *ctx, famask_mask *mask, int block_q, int block_k, void *stream,
+                                             const int32_t **ranges)
 {
     famask_status st = FAMASK_STATUS_OK;
     struct mask_dev *d = NULL;
@@ -406,8 +404,7 @@ extern "C" famask_status fm_cuda_mask_ranges(famask_ctx *ctx, famask_mask *mask,
     if (!mask)
         return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT, "'mask' is NULL");
     if (block_q <= 0 || block_k <= 0)
-        return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT, "block sizes %d x %d are not positive", block_q,
-                        block_k);
+        return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT, "block sizes %d x %d are not positive", block_q, block_k);
     if ((st = ensure_vectors(ctx, mask, s, &d)) != FAMASK_STATUS_OK)
         return st;
     for (i = 0; i < FM_RANGE_SLOTS; i++) {
@@ -427,8 +424,7 @@ extern "C" famask_status fm_cuda_mask_ranges(famask_ctx *ctx, famask_mask *mask,
     d->rslot[i].ranges = NULL;
     d->rslot[i].block_q = d->rslot[i].block_k = 0;
     FM_CUDA(ctx, cudaMalloc((void **)&d->rslot[i].ranges, (size_t)mask->batch_m * mask->heads_m *
-                                                             n_tiles(mask->seq_len_q, block_q) * 2 * sizeof(int32_t) +
-                                                         8));
+                                                              n_tiles(mask->seq_len_q, block_q) * 2 * sizeof(int32_t)));
     d->rslot[i].block_q = block_q;
     d->rslot[i].block_k = block_k;
     if ((st = compute_ranges(ctx, mask, d, i, s)) != FAMASK_STATUS_OK) {

@@ -522,7 +522,8 @@ static void test_mask_device(famask_ctx *ctx)
                         bad += g[0] != lo || g[1] != hi;
                     }
                 }
-                CHECK(bad == 0, "live ranges: %s batch_m %d heads_m %d Nq %d Nk %d blocks %d x %d pass %d: %d mismatches",
+                CHECK(bad == 0,
+                      "live ranges: %s batch_m %d heads_m %d Nq %d Nk %d blocks %d x %d pass %d: %d mismatches",
                       mask_kind_name[kinds[rep]], bm, hm, nq, nk, bq, bk, pass, bad);
                 free(got);
             }
