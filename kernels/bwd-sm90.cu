@@ -71,6 +71,171 @@ template <typename T, int D> __device__ __forceinline__ void zero_rows(T *dst, i
         *reinterpret_cast<uint4 *>(dst + (c / (D / 8)) * ss + (c % (D / 8)) * 8) = make_uint4(0, 0, 0, 0);
 }
 
+/* ---- schedule -------------------------------------------------------------------------------------------- */
+
+/* The least chunk lengths: 32 tiles of the main kernel, 16 key blocks of the dQ pass (about 100 us each), so that a
+ * chunk's partial sums (128 KB, 64 KB) cost a few percent of its time. */
+constexpr int CHUNK_MIN[2] = {32, 16};
+
+/* Tiles of `tile` rows among n (the last clipped to len rows) that lie wholly inside rows [a, b): [*lo, *hi). */
+__device__ __forceinline__ void tiles_inside(int a, int b, int n, int len, int tile, int *lo, int *hi)
+{
+    *lo = *hi = 0;
+    if (a >= b || a >= len)
+        return;
+    const int l = a <= 0 ? 0 : (a + tile - 1) / tile;
+    const int h = b >= len ? n : b / tile;
+    if (h > l)
+        *lo = l, *hi = h;
+}
+
+/* A work item's walk: how many tiles (or key blocks) it visits at most, and the positions of its first and one
+ * past its last. */
+struct walk_span {
+    int count, begin, end;
+};
+
+/* The walk of main-kernel item x over the query tiles of BM rows of its GQA group, position hi n_tiles + t, from
+ * the key block's summaries: a tile is skipped when it lies inside [smax, emin) of either interval slot, as in
+ * next_query_tile. */
+__device__ walk_span main_span(const bwd_params &p, int x)
+{
+    const int n_kb = (p.seq_len_k + BN - 1) / BN, n = (p.seq_len_q + BM - 1) / BM;
+    const int group = p.n_head / p.n_head_kv, kb = x % n_kb, hkv = (x / n_kb) % p.n_head_kv,
+              b = x / (n_kb * p.n_head_kv);
+    walk_span w = {0, 0, 0};
+    for (int hi = 0; hi < group; hi++) {
+        const fm_block_summary s =
+            p.summaries[((int64_t)(p.batch_m == 1 ? 0 : b) * p.heads_m + mask_head(p, hkv * group + hi)) * n_kb + kb];
+        int l[2], h[2];
+        for (int i = 0; i < 2; i++)
+            tiles_inside(s.smax[i], s.emin[i], n, p.seq_len_q, BM, &l[i], &h[i]);
+        const int count = n - (h[0] - l[0]) - (h[1] - l[1]) + max(0, min(h[0], h[1]) - max(l[0], l[1]));
+        if (count <= 0)
+            continue;
+        int f = 0, e = n - 1; /* first and last live tile: at most two jumps over each masked run */
+        for (int r = 0; r < 2; r++)
+            for (int i = 0; i < 2; i++) {
+                if (f >= l[i] && f < h[i])
+                    f = h[i];
+                if (e >= l[i] && e < h[i])
+                    e = l[i] - 1;
+            }
+        if (w.count == 0)
+            w.begin = hi * n + f;
+        w.end = hi * n + e + 1;
+        w.count += count;
+    }
+    return w;
+}
+
+/* The walk of dQ-pass item x over key blocks: its live range (p.ranges), an upper bound on what it visits. */
+__device__ walk_span dq_span(const bwd_params &p, int x)
+{
+    const int n_qt = (p.seq_len_q + FM_SM90_BLOCK_Q - 1) / FM_SM90_BLOCK_Q;
+    const int qt = n_qt - 1 - x % n_qt, h = (x / n_qt) % p.n_head, b = x / (n_qt * p.n_head);
+    const int2 rg = reinterpret_cast<const int2 *>(
+        p.ranges)[((int64_t)(p.batch_m == 1 ? 0 : b) * p.heads_m + mask_head(p, h)) * n_qt + qt];
+    return {max(0, rg.y - rg.x), rg.x, rg.y};
+}
+
+__device__ __forceinline__ int n_main_items(const bwd_params &p)
+{
+    return (p.seq_len_k + BN - 1) / BN * p.n_head_kv * p.batch;
+}
+
+/* Plan, first step: thread x weighs main-kernel item x, then dQ-pass item x - n_main, and adds the weights to
+ * each kernel's total. */
+__global__ void __launch_bounds__(256) plan_weigh_kernel(const bwd_params p, int n_dq)
+{
+    const int n_main = n_main_items(p), x = blockIdx.x * 256 + threadIdx.x;
+    int w[2] = {0, 0};
+    if (x < n_main)
+        p.sched[0].weight[x] = w[0] = main_span(p, x).count;
+    else if (x - n_main < n_dq)
+        p.sched[1].weight[x - n_main] = w[1] = dq_span(p, x - n_main).count;
+    for (int k = 0; k < 2; k++) {
+        const int sum = __reduce_add_sync(0xffffffffu, w[k]);
+        if (threadIdx.x % 32 == 0 && sum)
+            atomicAdd(p.sched[k].count + 2, sum);
+    }
+}
+
+/* Plan, second step: an item longer than half a CTA's share of its kernel's total goes into the list, in chunks
+ * of at most that share (each with a partial-sum slot) when longer than it. Slots and list entries are taken by
+ * atomics, so the list's order varies from run to run; the sums do not, since an item's chunks are added in chunk
+ * order. An item for which slots or entries run out stays uncut or in place. */
+__global__ void __launch_bounds__(256) plan_list_kernel(const bwd_params p, int n_dq)
+{
+    const int n_main = n_main_items(p), x = blockIdx.x * 256 + threadIdx.x;
+    const int k = x < n_main ? 0 : 1, item = k ? x - n_main : x;
+    if (k && item >= n_dq)
+        return;
+    const bwd_sched &s = p.sched[k];
+    const int w = s.weight[item], total = s.count[2];
+    const int share = s.forced ? s.chunk : max(s.chunk, (total + s.n_ctas - 1) / s.n_ctas);
+    if (w <= 0 || 2 * w <= share)
+        return;
+    const walk_span sp = k ? dq_span(p, item) : main_span(p, item);
+    int nc = (w + share - 1) / share, slot = -1;
+    if (nc > 1) {
+        slot = atomicAdd(s.count + 1, nc);
+        if (slot + nc > s.slot_cap)
+            nc = 1, slot = -1;
+    }
+    const int at = atomicAdd(s.count, nc);
+    if (at + nc > s.list_cap) {
+        for (int j = at; j < s.list_cap; j++)
+            s.list[j].item = -1;
+        return;
+    }
+    s.weight[item] = -1;
+    const int64_t len = sp.end - sp.begin;
+    for (int c = 0; c < nc; c++) {
+        sched_entry e;
+        e.item = item;
+        e.begin = sp.begin + (int)(len * c / nc);
+        e.end = sp.begin + (int)(len * (c + 1) / nc);
+        e.slot = slot < 0 ? -1 : slot + c;
+        e.first = slot;
+        e.nc = nc;
+        e.pad[0] = e.pad[1] = 0;
+        s.list[at + c] = e;
+    }
+}
+
+/* A chunk's N partial sums per thread (v) into its slot from value `at` on. */
+template <int N> __device__ __forceinline__ void put_part(const bwd_sched &s, const sched_entry &e, int at, const float *v)
+{
+    float *dst = s.part + ((int64_t)e.slot * s.nv + at) * NTHREADS + threadIdx.x;
+#pragma unroll
+    for (int i = 0; i < N; i++)
+        __stcg(dst + i * NTHREADS, v[i]);
+}
+
+/* The sum over the item's chunks, in chunk order, of values [at, at + D/2) of this thread (an m64nD accumulator
+ * fragment: value 4 n + 2 hh + e is row 64 wg + 16 warp + lane / 4 + 8 hh, column 8 n + 2 (lane % 4) + e), times
+ * scale, into rows [0, n_rows) of dst (row stride ss). */
+template <typename T, int D>
+__device__ void store_sum(const bwd_sched &s, const sched_entry &e, int at, T *dst, int64_t ss, int n_rows, float scale)
+{
+    const int tid = threadIdx.x, lane = tid % 32, row = tid / 128 * 64 + (tid / 32) % 4 * 16 + lane / 4;
+    const float *src = s.part + ((int64_t)e.first * s.nv + at) * NTHREADS + tid;
+#pragma unroll 4
+    for (int i = 0; i < D / 2; i += 2) {
+        float a = 0.f, b = 0.f;
+        for (int c = 0; c < e.nc; c++) {
+            const float *q = src + ((int64_t)c * s.nv + i) * NTHREADS;
+            a += __ldcg(q);
+            b += __ldcg(q + NTHREADS);
+        }
+        const int r = row + 8 * (i / 2 % 2);
+        if (r < n_rows)
+            *reinterpret_cast<uint32_t *>(dst + r * ss + 8 * (i / 4) + 2 * (lane % 4)) =
+                fm_dtype<T>::pack(a * scale, b * scale);
+    }
+}
+
 #ifdef FM_SM90_BODY
 /* The next work item's number after an empty one: one thread takes it from the counter, the barriers hand it to
  * everyone (slot: an int in shared memory used for nothing else). */
@@ -89,19 +254,19 @@ __device__ __forceinline__ int claim_item(int *counter, volatile int *slot)
  * dO in L2, and under causal-like masks the longest walks go first. */
 struct kv_item {
     int kb, hkv, b;
+    int e; /* its entry in the plan's list, or -1 */
 };
 
 /* Persistent: min(items, multiprocessors) CTAs; CTA c starts with item c, then takes G + counters[0] (zeroed by
  * the preprocess) each time it starts an item, so that it knows its next item before its last tile: the next
  * item's K and V (the other stage) and first Q and dO tile go out during that tile, and the item's epilogue
  * overlaps them. */
-template <typename T, int D>
-__global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params p, const __grid_constant__ bwd_maps m)
-{
 #ifdef FM_SM90_BODY
-    /* The dQ pass, launched next as this grid's programmatic dependent, needs nothing from it: it may start at
-     * once, its CTAs taking the multiprocessors this grid's CTAs leave. */
-    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+/* LIST: the plan's list is not empty (n_list entries). Compiled twice so that the usual case, no list, keeps its
+ * registers: with the list's bookkeeping the head dim 128 kernel spilled and ran 2-4% slower on short walks. */
+template <typename T, int D, bool LIST>
+__device__ __forceinline__ void bwd_sm90_body(const bwd_params &p, const bwd_maps &m, const int n_list)
+{
     using dt = fm_dtype<T>;
     constexpr int TK = BN * D * 2, TQ = BM * D * 2;
     constexpr int NS = BM / 8; /* n8 query groups of S^T */
@@ -123,8 +288,9 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params 
     const int tid = threadIdx.x, wg = tid / 128, warp = (tid / 32) % 4, lane = tid % 32;
     const int g = lane / 4, t = lane % 4;
     const int group = p.n_head / p.n_head_kv;
-    const int n_kb = (p.seq_len_k + BN - 1) / BN;
-    const int n_items = n_kb * p.n_head_kv * p.batch;
+    const int n_kb = (p.seq_len_k + BN - 1) / BN, n_qtiles = (p.seq_len_q + BM - 1) / BM;
+    const bwd_sched &sc = p.sched[0];
+    const int n_items = n_list + n_kb * p.n_head_kv * p.batch; /* the plan's list, then every item in order */
 
     /* K and V of item x into stage ks (TMA). */
     auto load_kv = [&](const kv_item &x, int ks) {
@@ -158,21 +324,47 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params 
             fm_cp_async16(sBd + (st * BN + key) * 16, col + (ok ? k0 + key : 0), ok ? 16 : 0);
         }
     };
-    /* From item number xn on, the first item with a live query tile, into *x with its walk and first tile;
-     * zeroes dK and dV of the empty items it passes. false when none is left. Every thread calls it alike. */
+    /* The end of item x: dK (times the scale) and dV in rows [k0, k0 + n) of its outputs. */
+    auto out_dk = [&](const kv_item &x) { return (T *)p.dk.p + x.b * p.dk.sb + x.hkv * p.dk.sh + x.kb * BN * p.dk.ss; };
+    auto out_dv = [&](const kv_item &x) { return (T *)p.dv.p + x.b * p.dv.sb + x.hkv * p.dv.sh + x.kb * BN * p.dv.ss; };
+    /* From item number xn on (the list's entries, then the items not in it), the first item with a live query
+     * tile, into *x with its walk and first tile; zeroes dK and dV of the empty items it passes. false when none
+     * is left. Every thread calls it alike. */
     auto find_item = [&](int xn, kv_item *x, tile_walk *w, int *hi, int *tt, int *tcls) {
         while (xn < n_items) {
-            x->kb = xn % n_kb;
-            x->hkv = (xn / n_kb) % p.n_head_kv;
-            x->b = xn / (n_kb * p.n_head_kv);
-            w->s_hi = -1;
-            *hi = 0;
-            *tt = 0;
-            if (next_query_tile<BM>(p, *w, n_kb, x->kb, x->hkv, x->b, group, hi, tt, tcls))
-                return true;
-            const int k0 = x->kb * BN, n = min(BN, p.seq_len_k - k0);
-            zero_rows<T, D>((T *)p.dk.p + x->b * p.dk.sb + x->hkv * p.dk.sh + k0 * p.dk.ss, p.dk.ss, n);
-            zero_rows<T, D>((T *)p.dv.p + x->b * p.dv.sb + x->hkv * p.dv.sh + k0 * p.dv.ss, p.dv.ss, n);
+            int xi = xn - n_list, begin = 0, end = INT32_MAX, cut = 0;
+            x->e = -1;
+            if (LIST && xn < n_list) {
+                const sched_entry en = sc.list[xn];
+                xi = en.item;
+                begin = en.begin;
+                end = en.end;
+                cut = en.slot >= 0;
+                x->e = xn;
+            } else if (LIST && sc.weight[xi] < 0) {
+                xi = -1; /* in the list */
+            }
+            if (xi >= 0) {
+                x->kb = xi % n_kb;
+                x->hkv = (xi / n_kb) % p.n_head_kv;
+                x->b = xi / (n_kb * p.n_head_kv);
+                w->s_hi = -1;
+                *hi = begin / n_qtiles;
+                *tt = begin % n_qtiles;
+                if (next_query_tile<BM>(p, *w, n_kb, x->kb, x->hkv, x->b, group, hi, tt, tcls, end))
+                    return true;
+                if (cut) {
+                    /* a chunk with nothing live must still arrive: it walks its first tile, fully masked (with
+                     * the element masks its products are exactly zero) */
+                    *hi = begin / n_qtiles;
+                    *tt = begin % n_qtiles;
+                    *tcls = FM_TILE_PARTIAL;
+                    return true;
+                }
+                const int n = min(BN, p.seq_len_k - x->kb * BN);
+                zero_rows<T, D>(out_dk(*x), p.dk.ss, n);
+                zero_rows<T, D>(out_dv(*x), p.dv.ss, n);
+            }
             xn = claim_item(p.counters, slot + 2);
         }
         return false;
@@ -200,7 +392,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params 
 #pragma unroll
         for (int i = 0; i < D / 2; i++)
             dk[i] = dv[i] = 0.f;
-        const int k0 = it.kb * BN;
+        const int k0 = it.kb * BN, walk_end = LIST && it.e >= 0 ? sc.list[it.e].end : INT32_MAX;
         const bool key_tail = k0 + BN > p.seq_len_k;
         const uint32_t k_wg = sK + 2 * ks * TK + wg * 64 * 128, v_wg = k_wg + TK; /* this warpgroup's key rows */
         mbar_wait(sBar + 8 * (2 + ks), (phase >> (2 + ks)) & 1);
@@ -220,7 +412,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params 
             wg_gemm_kk<T, D, BM>(dp, v_wg, BN, dost, BM);
             wg_commit();
             int nhi = hi, nt = tt + 1, ncls = 0;
-            last = !next_query_tile<BM>(p, wk, n_kb, it.kb, it.hkv, it.b, group, &nhi, &nt, &ncls);
+            last = !next_query_tile<BM>(p, wk, n_kb, it.kb, it.hkv, it.b, group, &nhi, &nt, &ncls, walk_end);
             if (last && tid == 0)
                 slot[ks] = fetched;
             if (last && tid % 128 == 32)
@@ -304,6 +496,15 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params 
             st ^= 1;
         }
 
+        if (LIST && it.e >= 0 && sc.list[it.e].slot >= 0) { /* a chunk: its partial sums (bwd_sum_kernel adds them up) */
+            const sched_entry en = sc.list[it.e];
+            put_part<D / 2>(sc, en, 0, dk);
+            put_part<D / 2>(sc, en, D / 2, dv);
+            it = nit;
+            have = nhave;
+            ks ^= 1;
+            continue;
+        }
         /* dK (times the scale) and dV into this warpgroup's rows of the K and V stage just used (its S^T and dP^T
          * products, their only readers, are complete), then out by TMA store while the next item's loads are in
          * flight: 64 narrow stores per thread measured 11% of this kernel's time on causal documents at 8K. */
@@ -332,6 +533,21 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params 
     fm_cp_async_wait<0>();
     if (tid % 128 == 32)
         bulk_wait<0>();
+}
+#endif
+
+template <typename T, int D>
+__global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params p, const __grid_constant__ bwd_maps m)
+{
+#ifdef FM_SM90_BODY
+    /* The dQ pass, launched next as this grid's programmatic dependent, needs nothing from it: it may start at
+     * once, its CTAs taking the multiprocessors this grid's CTAs leave. */
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+    const int n_list = min(p.sched[0].count[0], p.sched[0].list_cap);
+    if (n_list > 0)
+        bwd_sm90_body<T, D, true>(p, m, n_list);
+    else
+        bwd_sm90_body<T, D, false>(p, m, 0);
 #endif
 }
 
@@ -351,16 +567,17 @@ template <int D> constexpr int dq_smem_bytes()
  * under causal-like masks the longest walks go first. */
 struct q_item {
     int r0, h, b, kb_end; /* its live key blocks lie before kb_end (and from p.ranges' first on) */
+    int e;                /* the list entry of a chunk with partial sums, or -1 */
 };
 
 /* Persistent like the main kernel (counters[1]). In the last key block of an item the next item's first K and V
  * go out into the free stage at once, and its Q and dO (single-buffered) as soon as both warpgroups are done with
  * this item's S and dP, so that they land during the last dQ product and the epilogue. */
-template <typename T, int D>
-__global__ void __launch_bounds__(NTHREADS, 1)
-    bwd_dq_sm90_kernel(const bwd_params p, const __grid_constant__ bwd_maps m)
-{
 #ifdef FM_SM90_BODY
+/* LIST: as in bwd_sm90_body. */
+template <typename T, int D, bool LIST>
+__device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_maps &m, const int n_list)
+{
     using dt = fm_dtype<T>;
     constexpr int TQ = QB * D * 2, TK = BN * D * 2;
     constexpr int NS = BN / 8, ND = D / 8;
@@ -385,7 +602,8 @@ __global__ void __launch_bounds__(NTHREADS, 1)
     const int group = p.n_head / p.n_head_kv;
     const int n_kb = (p.seq_len_k + BN - 1) / BN;
     const int n_qt = (p.seq_len_q + QB - 1) / QB;
-    const int n_items = n_qt * p.n_head * p.batch;
+    const bwd_sched &sc = p.sched[1];
+    const int n_items = n_list + n_qt * p.n_head * p.batch; /* the plan's list, then every item in order */
 
     /* the (batch, head) of the mask that item x reads */
     auto mask_bh = [&](const q_item &x) {
@@ -420,21 +638,46 @@ __global__ void __launch_bounds__(NTHREADS, 1)
         else if (tid < QB / 2)
             fm_cp_async16(ld + QB * 4 + 16 * (tid - QB / 4), p.Dd + rb + 4 * (tid - QB / 4), 16);
     };
-    /* From item number xn on, the first item with a live key block, into *x with its scan and first block;
-     * zeroes dQ of the empty items it passes. false when none is left. Every thread calls it alike. */
-    auto find_item = [&](int xn, q_item *x, live_scan *sc, int *kb, int *kcls) {
+    auto out_dq = [&](const q_item &x) { return (T *)p.dq.p + x.b * p.dq.sb + x.h * p.dq.sh + x.r0 * p.dq.ss; };
+    /* From item number xn on (the list's entries, then the items not in it), the first item with a live key
+     * block, into *x with its scan and first block; zeroes dQ of the empty items it passes. false when none is
+     * left. Every thread calls it alike. */
+    auto find_item = [&](int xn, q_item *x, live_scan *scan, int *kb, int *kcls) {
         while (xn < n_items) {
-            x->r0 = (n_qt - 1 - xn % n_qt) * QB;
-            x->h = (xn / n_qt) % p.n_head;
-            x->b = xn / (n_qt * p.n_head);
-            const int2 rg = reinterpret_cast<const int2 *>(p.ranges)[mask_bh(*x) * n_qt + x->r0 / QB];
-            x->kb_end = rg.y;
-            *sc = {-64, 0u, 0u};
-            *kb = next_live(*sc, mask_sums(*x), rg.x, rg.y, x->r0, min(x->r0 + QB, p.seq_len_q), kcls);
-            if (*kb < rg.y)
-                return true;
-            zero_rows<T, D>((T *)p.dq.p + x->b * p.dq.sb + x->h * p.dq.sh + x->r0 * p.dq.ss, p.dq.ss,
-                            min(QB, p.seq_len_q - x->r0));
+            int xi = xn - n_list, begin = 0;
+            bool listed = false;
+            x->e = -1;
+            if (LIST && xn < n_list) {
+                const sched_entry en = sc.list[xn];
+                xi = en.item;
+                begin = en.begin;
+                x->kb_end = en.end;
+                x->e = en.slot >= 0 ? xn : -1;
+                listed = true;
+            } else if (LIST && sc.weight[xi] < 0) {
+                xi = -1; /* in the list */
+            }
+            if (xi >= 0) {
+                x->r0 = (n_qt - 1 - xi % n_qt) * QB;
+                x->h = (xi / n_qt) % p.n_head;
+                x->b = xi / (n_qt * p.n_head);
+                if (!listed) {
+                    const int2 rg = reinterpret_cast<const int2 *>(p.ranges)[mask_bh(*x) * n_qt + x->r0 / QB];
+                    begin = rg.x;
+                    x->kb_end = rg.y;
+                }
+                *scan = {-64, 0u, 0u};
+                *kb = next_live(*scan, mask_sums(*x), begin, x->kb_end, x->r0, min(x->r0 + QB, p.seq_len_q), kcls);
+                if (*kb < x->kb_end)
+                    return true;
+                if (x->e >= 0) {
+                    /* a chunk with nothing live must still arrive: it takes its first block, fully masked */
+                    *kb = begin;
+                    *kcls = FM_TILE_PARTIAL;
+                    return true;
+                }
+                zero_rows<T, D>(out_dq(*x), p.dq.ss, min(QB, p.seq_len_q - x->r0));
+            }
             xn = claim_item(p.counters + 1, slot + 2);
         }
         return false;
@@ -562,6 +805,13 @@ __global__ void __launch_bounds__(NTHREADS, 1)
             st ^= 1;
         }
 
+        if (LIST && it.e >= 0) { /* a chunk: its partial sums (bwd_sum_kernel adds them up) */
+            put_part<D / 2>(sc, sc.list[it.e], 0, dq);
+            it = nit;
+            have = nhave;
+            ls ^= 1;
+            continue;
+        }
         /* dQ times the scale into this warpgroup's rows of the V stage of the last block, then out by TMA store
          * while the next item's loads are in flight */
         const uint32_t sdq = sV + (st ^ 1) * TK;
@@ -586,7 +836,47 @@ __global__ void __launch_bounds__(NTHREADS, 1)
         bulk_wait<0>();
     /* done only when the main kernel is (its dK and dV written): what follows in the stream waits for this grid */
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
+}
 #endif
+
+template <typename T, int D>
+__global__ void __launch_bounds__(NTHREADS, 1)
+    bwd_dq_sm90_kernel(const bwd_params p, const __grid_constant__ bwd_maps m)
+{
+#ifdef FM_SM90_BODY
+    const int n_list = min(p.sched[1].count[0], p.sched[1].list_cap);
+    if (n_list > 0)
+        bwd_dq_sm90_body<T, D, true>(p, m, n_list);
+    else
+        bwd_dq_sm90_body<T, D, false>(p, m, 0);
+#endif
+}
+
+/* After both kernels, the outputs of the items cut into chunks: the sums of their chunks' partial sums, in chunk
+ * order (so the same in every run). Block x of row k takes entry x of kernel k's list when it is an item's first
+ * chunk. */
+template <typename T, int D> __global__ void __launch_bounds__(NTHREADS) bwd_sum_kernel(const bwd_params p)
+{
+    const int k = blockIdx.y;
+    const bwd_sched &s = p.sched[k];
+    if ((int)blockIdx.x >= min(s.count[0], s.list_cap))
+        return;
+    const sched_entry e = s.list[blockIdx.x];
+    if (e.item < 0 || e.slot < 0 || e.slot != e.first)
+        return;
+    if (k == 0) {
+        const int n_kb = (p.seq_len_k + BN - 1) / BN, kb = e.item % n_kb, hkv = (e.item / n_kb) % p.n_head_kv,
+                  b = e.item / (n_kb * p.n_head_kv), n = min(BN, p.seq_len_k - kb * BN);
+        store_sum<T, D>(s, e, 0, (T *)p.dk.p + b * p.dk.sb + hkv * p.dk.sh + (int64_t)kb * BN * p.dk.ss, p.dk.ss, n,
+                        p.scale);
+        store_sum<T, D>(s, e, D / 2, (T *)p.dv.p + b * p.dv.sb + hkv * p.dv.sh + (int64_t)kb * BN * p.dv.ss, p.dv.ss,
+                        n, 1.f);
+    } else {
+        const int n_qt = (p.seq_len_q + QB - 1) / QB, r0 = (n_qt - 1 - e.item % n_qt) * QB,
+                  h = (e.item / n_qt) % p.n_head, b = e.item / (n_qt * p.n_head);
+        store_sum<T, D>(s, e, 0, (T *)p.dq.p + b * p.dq.sb + h * p.dq.sh + (int64_t)r0 * p.dq.ss, p.dq.ss,
+                        min(QB, p.seq_len_q - r0), p.scale);
+    }
 }
 
 /* The map of a [batch, seq_len, heads, D] tensor for boxes of `rows` rows (make_map), with its dimension order. */
@@ -617,19 +907,34 @@ template <int D> bool make_maps(const bwd_params &p, int is_bf16, int q_rows, bo
 /* One launch of either kernel: min(items, multiprocessors) persistent CTAs; the shared-memory opt-in and the
  * multiprocessor count once per device (*attr_done: a bit per device). early: a programmatic dependent launch,
  * which may start before the kernel ahead of it in the stream has finished (see the dQ pass). */
-cudaError_t launch_kernel(void (*kernel)(bwd_params, bwd_maps), int smem, unsigned long long *attr_done,
-                          int64_t items, const bwd_params &p, const bwd_maps &m, bool early, cudaStream_t stream)
+/* The multiprocessor count of the device in use, asked once per device. */
+cudaError_t sm_count(int *n)
 {
     static int n_sm[64];
     int device = 0;
     cudaError_t e = cudaGetDevice(&device);
     if (e != cudaSuccess)
         return e;
+    if (device >= 64)
+        return cudaErrorInvalidValue;
+    if (!n_sm[device] &&
+        (e = cudaDeviceGetAttribute(&n_sm[device], cudaDevAttrMultiProcessorCount, device)) != cudaSuccess)
+        return e;
+    *n = n_sm[device];
+    return cudaSuccess;
+}
+
+cudaError_t launch_kernel(void (*kernel)(bwd_params, bwd_maps), int smem, unsigned long long *attr_done,
+                          int64_t items, const bwd_params &p, const bwd_maps &m, bool early, cudaStream_t stream)
+{
+    int device = 0, n_sm = 0;
+    cudaError_t e = cudaGetDevice(&device);
+    if (e != cudaSuccess || (e = sm_count(&n_sm)) != cudaSuccess)
+        return e;
     if (!p.counters || device >= 64)
         return cudaErrorInvalidValue;
     if (!(*attr_done >> device & 1ull)) {
-        if ((e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem)) != cudaSuccess ||
-            (e = cudaDeviceGetAttribute(&n_sm[device], cudaDevAttrMultiProcessorCount, device)) != cudaSuccess)
+        if ((e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem)) != cudaSuccess)
             return e;
         *attr_done |= 1ull << device;
     }
@@ -639,7 +944,7 @@ cudaError_t launch_kernel(void (*kernel)(bwd_params, bwd_maps), int smem, unsign
     cudaLaunchAttribute attr;
     attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr.val.programmaticStreamSerializationAllowed = 1;
-    cfg.gridDim = dim3((unsigned)fm_cuda_persistent_ctas(items, n_sm[device]));
+    cfg.gridDim = dim3((unsigned)fm_cuda_persistent_ctas(items, n_sm));
     cfg.blockDim = dim3(NTHREADS);
     cfg.dynamicSmemBytes = (size_t)smem;
     cfg.stream = stream;
@@ -648,12 +953,26 @@ cudaError_t launch_kernel(void (*kernel)(bwd_params, bwd_maps), int smem, unsign
     return cudaLaunchKernelEx(&cfg, kernel, p, m);
 }
 
+int n_dq_items(const bwd_params &p)
+{
+    return (p.seq_len_q + QB - 1) / QB * p.n_head * p.batch;
+}
+
 template <typename T, int D> cudaError_t launch(const bwd_params &p, cudaStream_t stream)
 {
     static unsigned long long attr_done = 0;
     bwd_maps m;
     if (!make_maps<D>(p, fm_is_bf16<T>::value, BM, false, &m))
         return cudaErrorInvalidValue;
+    /* the plan of both kernels' schedules, from the main kernel's summaries and the dQ pass's ranges */
+    const int n_dq = n_dq_items(p), n_plan = (p.seq_len_k + BN - 1) / BN * p.n_head_kv * p.batch + n_dq;
+    if (n_plan > 0) {
+        plan_weigh_kernel<<<(n_plan + 255) / 256, 256, 0, stream>>>(p, n_dq);
+        plan_list_kernel<<<(n_plan + 255) / 256, 256, 0, stream>>>(p, n_dq);
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess)
+            return e;
+    }
     return launch_kernel(bwd_sm90_kernel<T, D>, smem_bytes<D>(), &attr_done,
                          (int64_t)((p.seq_len_k + BN - 1) / BN) * p.n_head_kv * p.batch, p, m, false, stream);
 }
@@ -664,8 +983,12 @@ template <typename T, int D> cudaError_t launch_dq(const bwd_params &p, cudaStre
     bwd_maps m;
     if (!make_maps<D>(p, fm_is_bf16<T>::value, QB, true, &m))
         return cudaErrorInvalidValue;
-    return launch_kernel(bwd_dq_sm90_kernel<T, D>, dq_smem_bytes<D>(), &attr_done,
-                         (int64_t)((p.seq_len_q + QB - 1) / QB) * p.n_head * p.batch, p, m, true, stream);
+    cudaError_t e = launch_kernel(bwd_dq_sm90_kernel<T, D>, dq_smem_bytes<D>(), &attr_done, n_dq_items(p), p, m,
+                                  true, stream);
+    if (e != cudaSuccess)
+        return e;
+    bwd_sum_kernel<T, D><<<dim3((unsigned)max(p.sched[0].list_cap, p.sched[1].list_cap), 2), NTHREADS, 0, stream>>>(p);
+    return cudaGetLastError();
 }
 
 } /* namespace */
@@ -685,6 +1008,37 @@ cudaError_t fm_bwd_sm90(const bwd_params &p, int head_dim, int is_bf16, cudaStre
     if (head_dim == 64)
         return is_bf16 ? launch<__nv_bfloat16, 64>(p, stream) : launch<__half, 64>(p, stream);
     return is_bf16 ? launch<__nv_bfloat16, 128>(p, stream) : launch<__half, 128>(p, stream);
+}
+
+cudaError_t fm_bwd_sm90_sched(bwd_params *p, int head_dim, void *mem, size_t *bytes)
+{
+    int n_sm = 0;
+    cudaError_t e = sm_count(&n_sm);
+    if (e != cudaSuccess)
+        return e;
+    const char *force = getenv("FAMASK_BWD_CHUNK");
+    const int forced = force && atoi(force) > 0 ? atoi(force) : 0;
+    const int n[2] = {(p->seq_len_k + BN - 1) / BN * p->n_head_kv * p->batch, n_dq_items(*p)};
+    size_t at = 0;
+    for (int k = 0; k < 2; k++) {
+        bwd_sched &s = p->sched[k];
+        s.n_ctas = fm_cuda_persistent_ctas(n[k], n_sm);
+        s.list_cap = 4 * s.n_ctas + 32;
+        s.slot_cap = s.n_ctas + 16;
+        s.nv = k ? head_dim / 2 : head_dim;
+        s.chunk = forced ? forced : CHUNK_MIN[k];
+        s.forced = forced > 0;
+        unsigned char *b = (unsigned char *)mem;
+        s.part = (float *)(b + at);
+        at += (size_t)s.slot_cap * s.nv * NTHREADS * sizeof(float);
+        s.list = (sched_entry *)(b + at);
+        at += (size_t)s.list_cap * sizeof(sched_entry);
+        s.weight = (int *)(b + at);
+        at += ((size_t)n[k] + 3) / 4 * 4 * sizeof(int);
+        s.count = mem ? p->counters + 2 + 3 * k : NULL;
+    }
+    *bytes = at;
+    return cudaSuccess;
 }
 
 cudaError_t fm_bwd_dq_sm90(const bwd_params &p, int head_dim, int is_bf16, cudaStream_t stream)

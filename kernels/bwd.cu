@@ -55,6 +55,7 @@
 #include "fwd.cuh" /* FM_SM90_BLOCK_Q and _K: the Hopper kernels' block sizes */
 
 #include <math.h>
+#include <string.h>
 #include <type_traits>
 
 namespace {
@@ -98,7 +99,7 @@ template <typename T> __global__ void __launch_bounds__(NTHREADS) bwd_pre_kernel
 {
     const int sub = threadIdx.x % lpr, d = 8 * sub, half = NTHREADS / lpr;
     const int i0 = blockIdx.x * 2 * half + threadIdx.x / lpr; /* rows i0 and i0 + half; seq_pad is a multiple */
-    if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x < 2 && p.counters)
+    if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x < 8 && p.counters)
         p.counters[threadIdx.x] = 0;
     for (int bh = blockIdx.y; bh < p.batch * p.n_head; bh += gridDim.y) {
         const int b = bh / p.n_head, h = bh % p.n_head;
@@ -1031,12 +1032,20 @@ extern "C" famask_status fm_cuda_bwd(famask_ctx *ctx, famask_mask *mask, const f
         goto fail;
     {
         const size_t rows = (size_t)a->batch * a->n_head * p.seq_pad;
-        const size_t floats = 2 * rows + (split ? 0 : rows * D) + 4; /* + the Hopper kernels' two counters */
-        FM_CUDA(ctx, cudaMallocAsync((void **)&ws, floats * sizeof(float), stream));
+        const size_t floats = 2 * rows + (split ? 0 : rows * D) + 8; /* + the Hopper kernels' eight counters */
+        const bool sm90 = (D == 64 || D == 128) && fm_bwd_sm90_applies(D);
+        size_t sched = 0; /* bytes of the Hopper kernels' schedules, after the floats */
+        memset(p.sched, 0, sizeof p.sched);
+        p.counters = NULL;
+        if (sm90)
+            FM_CUDA(ctx, fm_bwd_sm90_sched(&p, D, NULL, &sched));
+        FM_CUDA(ctx, cudaMallocAsync((void **)&ws, floats * sizeof(float) + sched, stream));
         p.L = ws;
         p.Dd = ws + rows;
         p.dq_acc = split ? NULL : ws + 2 * rows;
-        p.counters = reinterpret_cast<int *>(ws + floats - 4);
+        p.counters = reinterpret_cast<int *>(ws + floats - 8);
+        if (sm90)
+            FM_CUDA(ctx, fm_bwd_sm90_sched(&p, D, ws + floats, &sched));
     }
     if (a->dtype == FAMASK_DTYPE_BF16)
         FM_CUDA(ctx, launch_all<__nv_bfloat16>(p, D, sum_main, sum_dq, stream));

@@ -23,18 +23,39 @@ struct tensor_view {
     int64_t sb, ss, sh;
 };
 
+/* The Hopper kernels' schedule (kernels/bwd-sm90.cu), one per kernel (main, dQ pass). Before them a plan puts
+ * the work items whose walk is long against a CTA's share of the work at the head of the order, cut into chunks
+ * when longer than the share: a chunk leaves its partial sums in fp32 workspace, and a last kernel adds them up in
+ * chunk order. */
+struct sched_entry {
+    int item, begin, end; /* the item and its walk positions [begin, end) */
+    int slot, first, nc;  /* its partial-sum slot (< 0: an uncut item), its item's first and its chunk count */
+    int pad[2];
+};
+
+struct bwd_sched {
+    int *weight;       /* [items]: the walk's length in tiles (upper bound), -1 once the item is in the list */
+    sched_entry *list; /* [list_cap]: the items that go first; item < 0: unused */
+    float *part;       /* [slot_cap][D][NTHREADS]: chunks' partial sums, a thread's values strided by NTHREADS */
+    int *count;        /* [3]: list entries, slots and total weight taken, zeroed by the preprocess */
+    int list_cap, slot_cap, nv; /* nv: values per thread in a slot */
+    int chunk, forced; /* the least chunk length in tiles; forced: the only one (FAMASK_BWD_CHUNK, for tests) */
+    int n_ctas;        /* CTAs of the kernel */
+};
+
 struct bwd_params {
     tensor_view q, k, v, o, d_o, dq, dk, dv;
     const float *lse;                  /* [B, H, Nq] */
     float *L;                          /* [B, H, Nqp]: lse * log2(e), +inf where lse = -inf and for padding rows */
     float *Dd;                         /* [B, H, Nqp]: rowsum(dO * O), 0 for padding rows */
     float *dq_acc;                     /* [B, H, Nqp, D] or NULL (deterministic mode) */
-    int *counters;                     /* [2]: work counters of the Hopper main kernel and dQ pass, zeroed by the
-                                        * preprocess */
+    int *counters;                     /* [8]: work counters of the Hopper main kernel and dQ pass, then their
+                                        * schedules' counts ([2..4], [5..7]), zeroed by the preprocess */
     const int32_t *bounds;             /* [batch_m, heads_m, Nk, 4] */
     const fm_block_summary *summaries; /* for the key block of the kernel that reads them */
     const int32_t *ranges;             /* the Hopper dQ pass's: per query tile of FM_SM90_BLOCK_Q rows, its live
                                         * key blocks [first, end) (fm_cuda_mask_ranges) */
+    bwd_sched sched[2];                /* the Hopper main kernel's and dQ pass's */
     int batch, n_head, n_head_kv, seq_len_q, seq_len_k, seq_pad, batch_m, heads_m;
     float scale, scale_log2;
 };
@@ -59,15 +80,15 @@ struct tile_walk {
     int s_hi; /* head-in-group the cached summary belongs to; -1: none */
 };
 
-/* Next live query tile from (*hi, *t) on: skips every tile the summary marks fully masked, jumping to the end of
- * the masked run at once. */
+/* Next live query tile from (*hi, *t) on, before walk position end (*hi n_tiles + *t): skips every tile the
+ * summary marks fully masked, jumping to the end of the masked run at once. */
 template <int TILE>
 __device__ bool next_query_tile(const bwd_params &p, tile_walk &wk, int n_kb, int kb, int hkv, int b, int group,
-                                int *hi, int *t, int *cls)
+                                int *hi, int *t, int *cls, int end = INT32_MAX)
 {
     const int n_tiles = (p.seq_len_q + TILE - 1) / TILE;
     const bool per_head = p.heads_m == p.n_head && group > 1;
-    while (*hi < group) {
+    while (*hi < group && *hi * n_tiles + *t < end) {
         if (wk.s_hi < 0 || (per_head && wk.s_hi != *hi)) {
             const int mb = p.batch_m == 1 ? 0 : b;
             const int h = hkv * group + *hi;
@@ -75,7 +96,8 @@ __device__ bool next_query_tile(const bwd_params &p, tile_walk &wk, int n_kb, in
             wk.s_hi = *hi;
         }
         const fm_block_summary &s = wk.s;
-        while (*t < n_tiles) {
+        const int lim = min(n_tiles, end - *hi * n_tiles);
+        while (*t < lim) {
             const int r0 = *t * TILE, r1 = min(r0 + TILE, p.seq_len_q);
             const int c = fm_tile_classify(&s, r0, r1);
             if (c != FM_TILE_SKIPPED) {
@@ -113,6 +135,10 @@ __device__ __forceinline__ void add2(float *dst, float a, float b)
  * summaries of key blocks of 128 in p. */
 int fm_bwd_sm90_applies(int head_dim);
 cudaError_t fm_bwd_sm90(const fm_bwd::bwd_params &p, int head_dim, int is_bf16, cudaStream_t stream);
+/* The Hopper kernels' schedules for head dim D (p->counters set): the workspace they take in *bytes, and, where
+ * mem is not NULL, their arrays in it (16-byte aligned). FAMASK_BWD_CHUNK=n in the environment cuts every item
+ * longer than n tiles (tests). */
+cudaError_t fm_bwd_sm90_sched(fm_bwd::bwd_params *p, int head_dim, void *mem, size_t *bytes);
 /* The Hopper deterministic dQ pass in place of bwd_dq_kernel, with the summaries of key blocks of 128 in p. */
 cudaError_t fm_bwd_dq_sm90(const fm_bwd::bwd_params &p, int head_dim, int is_bf16, cudaStream_t stream);
 
