@@ -30,6 +30,11 @@
  *     S = Q K^T, dP = dO V^T (m64n128 from shared memory), P = exp2(S scale log2(e) - L), dS = P (dP - Dd),
  *     dQ += dS K (m64nD, dS from registers, K MN-major),
  * then dQ times the scale to the output.
+ * Schedule: before the two kernels a plan (plan_weigh_kernel, plan_list_kernel) weighs every work item of each
+ * (its walk's length from the summaries or the ranges) and lists first those longer than half a CTA's share of
+ * the kernel's total; those longer than a share are listed as chunks (a range of the walk each) that leave fp32
+ * partial sums, which bwd_sum_kernel adds in chunk order after the dQ pass. A global token's key block at 128K
+ * walks 3x a CTA's share: unlisted, it started last and set the kernel's time.
  * Layouts, descriptors and the wgmma and TMA wrappers: kernels/sm90.cuh.
  */
 #include "bwd.cuh"
@@ -354,8 +359,8 @@ __device__ __forceinline__ void bwd_sm90_body(const bwd_params &p, const bwd_map
                 if (next_query_tile<BM>(p, *w, n_kb, x->kb, x->hkv, x->b, group, hi, tt, tcls, end))
                     return true;
                 if (cut) {
-                    /* a chunk with nothing live must still arrive: it walks its first tile, fully masked (with
-                     * the element masks its products are exactly zero) */
+                    /* a chunk with nothing live must still leave its (zero) partial sums: it walks its first
+                     * tile, fully masked (with the element masks its products are exactly zero) */
                     *hi = begin / n_qtiles;
                     *tt = begin % n_qtiles;
                     *tcls = FM_TILE_PARTIAL;
@@ -671,7 +676,8 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
                 if (*kb < x->kb_end)
                     return true;
                 if (x->e >= 0) {
-                    /* a chunk with nothing live must still arrive: it takes its first block, fully masked */
+                    /* a chunk with nothing live must still leave its (zero) partial sums: it takes its first
+                     * block, fully masked */
                     *kb = begin;
                     *kcls = FM_TILE_PARTIAL;
                     return true;
