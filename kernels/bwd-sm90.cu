@@ -76,6 +76,51 @@ template <typename T, int D> __device__ __forceinline__ void zero_rows(T *dst, i
         *reinterpret_cast<uint4 *>(dst + (c / (D / 8)) * ss + (c % (D / 8)) * 8) = make_uint4(0, 0, 0, 0);
 }
 
+constexpr int QB = FM_SM90_BLOCK_Q; /* query rows per work item of the dQ kernel */
+
+/* A work item of the main kernel: key block kb of kv head hkv in batch b. Item x is key block x % n_kb of head
+ * (x / n_kb) % H_kv of batch x / (n_kb H_kv): the key blocks of a head run at the same time and share its Q and
+ * dO in L2, and under causal-like masks the longest walks go first. */
+struct kv_item {
+    int kb, hkv, b;
+    int e; /* its entry in the plan's list, or -1 */
+};
+
+/* Item x of either kernel, for the plan and the final sum. The two kernels decode their items inline: through
+ * these helpers their code came out different (head dim 64: 246 -> 254 registers, 1.5-2% slower on 8K causal and
+ * causal documents, H200, bench-bwd). */
+__device__ __forceinline__ kv_item kv_item_at(const bwd_params &p, int x)
+{
+    const int n_kb = (p.seq_len_k + BN - 1) / BN;
+    return {x % n_kb, (x / n_kb) % p.n_head_kv, x / (n_kb * p.n_head_kv), -1};
+}
+
+/* A work item of the dQ pass: query tile qt of head h in batch b. Item x is query tile n_qt - 1 - x % n_qt of
+ * head (x / n_qt) % H of batch x / (n_qt H): the tiles of a head run together and share its K and V in L2, and
+ * under causal-like masks the longest walks go first. */
+struct q_item {
+    int r0, h, b, kb_end; /* its live key blocks lie before kb_end (and from p.ranges' first on) */
+    int e;                /* the list entry of a chunk with partial sums, or -1 */
+};
+
+__device__ __forceinline__ q_item q_item_at(const bwd_params &p, int x)
+{
+    const int n_qt = (p.seq_len_q + QB - 1) / QB;
+    return {(n_qt - 1 - x % n_qt) * QB, (x / n_qt) % p.n_head, x / (n_qt * p.n_head), 0, -1};
+}
+
+/* The (batch, head) of the mask that query head h of batch b reads. */
+__device__ __forceinline__ int64_t mask_index(const bwd_params &p, int b, int h)
+{
+    return (int64_t)(p.batch_m == 1 ? 0 : b) * p.heads_m + mask_head(p, h);
+}
+
+/* Row `row` of head h of batch b of an output. */
+template <typename T> __device__ __forceinline__ T *out_row(const tensor_view &v, int b, int h, int row)
+{
+    return (T *)v.p + b * v.sb + h * v.sh + (int64_t)row * v.ss;
+}
+
 /* ---- schedule -------------------------------------------------------------------------------------------- */
 
 /* The least chunk lengths: 32 tiles of the main kernel, 16 key blocks of the dQ pass (about 100 us each), so that a
@@ -105,13 +150,11 @@ struct walk_span {
  * next_query_tile. */
 __device__ walk_span main_span(const bwd_params &p, int x)
 {
-    const int n_kb = (p.seq_len_k + BN - 1) / BN, n = (p.seq_len_q + BM - 1) / BM;
-    const int group = p.n_head / p.n_head_kv, kb = x % n_kb, hkv = (x / n_kb) % p.n_head_kv,
-              b = x / (n_kb * p.n_head_kv);
+    const int n_kb = (p.seq_len_k + BN - 1) / BN, n = (p.seq_len_q + BM - 1) / BM, group = p.n_head / p.n_head_kv;
+    const kv_item it = kv_item_at(p, x);
     walk_span w = {0, 0, 0};
     for (int hi = 0; hi < group; hi++) {
-        const fm_block_summary s =
-            p.summaries[((int64_t)(p.batch_m == 1 ? 0 : b) * p.heads_m + mask_head(p, hkv * group + hi)) * n_kb + kb];
+        const fm_block_summary s = p.summaries[mask_index(p, it.b, it.hkv * group + hi) * n_kb + it.kb];
         int l[2], h[2];
         for (int i = 0; i < 2; i++)
             tiles_inside(s.smax[i], s.emin[i], n, p.seq_len_q, BM, &l[i], &h[i]);
@@ -137,10 +180,9 @@ __device__ walk_span main_span(const bwd_params &p, int x)
 /* The walk of dQ-pass item x over key blocks: its live range (p.ranges), an upper bound on what it visits. */
 __device__ walk_span dq_span(const bwd_params &p, int x)
 {
-    const int n_qt = (p.seq_len_q + FM_SM90_BLOCK_Q - 1) / FM_SM90_BLOCK_Q;
-    const int qt = n_qt - 1 - x % n_qt, h = (x / n_qt) % p.n_head, b = x / (n_qt * p.n_head);
-    const int2 rg = reinterpret_cast<const int2 *>(
-        p.ranges)[((int64_t)(p.batch_m == 1 ? 0 : b) * p.heads_m + mask_head(p, h)) * n_qt + qt];
+    const int n_qt = (p.seq_len_q + QB - 1) / QB;
+    const q_item it = q_item_at(p, x);
+    const int2 rg = reinterpret_cast<const int2 *>(p.ranges)[mask_index(p, it.b, it.h) * n_qt + it.r0 / QB];
     return {max(0, rg.y - rg.x), rg.x, rg.y};
 }
 
@@ -253,14 +295,6 @@ __device__ __forceinline__ int claim_item(int *counter, volatile int *slot)
     return *slot;
 }
 #endif
-
-/* A work item of the main kernel: key block kb of kv head hkv in batch b. Item x is key block x % n_kb of head
- * (x / n_kb) % H_kv of batch x / (n_kb H_kv): the key blocks of a head run at the same time and share its Q and
- * dO in L2, and under causal-like masks the longest walks go first. */
-struct kv_item {
-    int kb, hkv, b;
-    int e; /* its entry in the plan's list, or -1 */
-};
 
 /* Persistent: min(items, multiprocessors) CTAs; CTA c starts with item c, then takes G + counters[0] (zeroed by
  * the preprocess) each time it starts an item, so that it knows its next item before its last tile: the next
@@ -558,22 +592,12 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params 
 
 /* ---- deterministic dQ ---------------------------------------------------------------------------------- */
 
-constexpr int QB = FM_SM90_BLOCK_Q; /* query rows per work item of the dQ kernel */
-
 template <int D> constexpr int dq_smem_bytes()
 {
     /* Q, dO; two stages of K, V, of the keys' bounds and of their row masks; two stages of L, Dd; three mbarriers
      * and four ints; 1024 for alignment */
     return 1024 + 2 * QB * D * 2 + 2 * 2 * BN * D * 2 + 2 * 2 * BN * 16 + 2 * 2 * QB * 4 + 3 * 8 + 4 * 4;
 }
-
-/* A work item of the dQ pass: query tile qt of head h in batch b. Item x is query tile n_qt - 1 - x % n_qt of
- * head (x / n_qt) % H of batch x / (n_qt H): the tiles of a head run together and share its K and V in L2, and
- * under causal-like masks the longest walks go first. */
-struct q_item {
-    int r0, h, b, kb_end; /* its live key blocks lie before kb_end (and from p.ranges' first on) */
-    int e;                /* the list entry of a chunk with partial sums, or -1 */
-};
 
 /* Persistent like the main kernel (counters[1]). In the last key block of an item the next item's first K and V
  * go out into the free stage at once, and its Q and dO (single-buffered) as soon as both warpgroups are done with
@@ -871,17 +895,13 @@ template <typename T, int D> __global__ void __launch_bounds__(NTHREADS) bwd_sum
     if (e.item < 0 || e.slot < 0 || e.slot != e.first)
         return;
     if (k == 0) {
-        const int n_kb = (p.seq_len_k + BN - 1) / BN, kb = e.item % n_kb, hkv = (e.item / n_kb) % p.n_head_kv,
-                  b = e.item / (n_kb * p.n_head_kv), n = min(BN, p.seq_len_k - kb * BN);
-        store_sum<T, D>(s, e, 0, (T *)p.dk.p + b * p.dk.sb + hkv * p.dk.sh + (int64_t)kb * BN * p.dk.ss, p.dk.ss, n,
-                        p.scale);
-        store_sum<T, D>(s, e, D / 2, (T *)p.dv.p + b * p.dv.sb + hkv * p.dv.sh + (int64_t)kb * BN * p.dv.ss, p.dv.ss,
-                        n, 1.f);
+        const kv_item x = kv_item_at(p, e.item);
+        const int n = min(BN, p.seq_len_k - x.kb * BN);
+        store_sum<T, D>(s, e, 0, out_row<T>(p.dk, x.b, x.hkv, x.kb * BN), p.dk.ss, n, p.scale);
+        store_sum<T, D>(s, e, D / 2, out_row<T>(p.dv, x.b, x.hkv, x.kb * BN), p.dv.ss, n, 1.f);
     } else {
-        const int n_qt = (p.seq_len_q + QB - 1) / QB, r0 = (n_qt - 1 - e.item % n_qt) * QB,
-                  h = (e.item / n_qt) % p.n_head, b = e.item / (n_qt * p.n_head);
-        store_sum<T, D>(s, e, 0, (T *)p.dq.p + b * p.dq.sb + h * p.dq.sh + (int64_t)r0 * p.dq.ss, p.dq.ss,
-                        min(QB, p.seq_len_q - r0), p.scale);
+        const q_item x = q_item_at(p, e.item);
+        store_sum<T, D>(s, e, 0, out_row<T>(p.dq, x.b, x.h, x.r0), p.dq.ss, min(QB, p.seq_len_q - x.r0), p.scale);
     }
 }
 
