@@ -208,13 +208,17 @@ __global__ void __launch_bounds__(256) plan_weigh_kernel(const bwd_params p, int
     }
 }
 
-/* Plan, second step: an item longer than half a CTA's share of its kernel's total goes into the list, in chunks
- * of at most that share (each with a partial-sum slot) when longer than it. Slots and list entries are taken by
- * atomics, so the list's order varies from run to run; the sums do not, since an item's chunks are added in chunk
- * order. An item for which slots or entries run out stays uncut or in place. */
-__global__ void __launch_bounds__(256) plan_list_kernel(const bwd_params p, int n_dq)
+/* Plan, second step, for item x of both kernels (the main kernel's first): an item longer than half a CTA's share
+ * of its kernel's total goes into the list, in chunks of at most that share (each with a partial-sum slot) when
+ * longer than it. Slots and list entries are taken by atomics, so the list's order varies from run to run; the
+ * sums do not, since an item's chunks are added in chunk order, as long as every item gets what it asks for.
+ * fm_bwd_sm90_sched sizes the slots and the list so that it does: with share >= total / n_ctas, the items
+ * longer than a share ask for at most 2 n_ctas slots in all, and the listed ones for fewer than 3 n_ctas
+ * entries. A forced chunk length (tests) breaks those bounds, so the plan then runs on one thread, in item
+ * order: an item for which slots or entries run out stays uncut or in place, the same items on every run. */
+__device__ void list_item(const bwd_params &p, int n_dq, int x)
 {
-    const int n_main = n_main_items(p), x = blockIdx.x * 256 + threadIdx.x;
+    const int n_main = n_main_items(p);
     const int k = x < n_main ? 0 : 1, item = k ? x - n_main : x;
     if (k && item >= n_dq)
         return;
@@ -248,6 +252,18 @@ __global__ void __launch_bounds__(256) plan_list_kernel(const bwd_params p, int 
         e.nc = nc;
         e.pad[0] = e.pad[1] = 0;
         s.list[at + c] = e;
+    }
+}
+
+/* A thread per item of both kernels; serial (one thread, grid 1): every item in order (see list_item). */
+__global__ void __launch_bounds__(256) plan_list_kernel(const bwd_params p, int n_dq, int serial)
+{
+    const int n_plan = n_main_items(p) + n_dq;
+    if (serial) {
+        for (int x = 0; x < n_plan; x++)
+            list_item(p, n_dq, x);
+    } else if (blockIdx.x * 256 + threadIdx.x < n_plan) {
+        list_item(p, n_dq, blockIdx.x * 256 + threadIdx.x);
     }
 }
 
@@ -994,7 +1010,8 @@ template <typename T, int D> cudaError_t launch(const bwd_params &p, cudaStream_
     const int n_dq = n_dq_items(p), n_plan = (p.seq_len_k + BN - 1) / BN * p.n_head_kv * p.batch + n_dq;
     if (n_plan > 0) {
         plan_weigh_kernel<<<(n_plan + 255) / 256, 256, 0, stream>>>(p, n_dq);
-        plan_list_kernel<<<(n_plan + 255) / 256, 256, 0, stream>>>(p, n_dq);
+        const int serial = p.sched[0].forced;
+        plan_list_kernel<<<serial ? 1 : (n_plan + 255) / 256, serial ? 1 : 256, 0, stream>>>(p, n_dq, serial);
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess)
             return e;
@@ -1050,7 +1067,7 @@ cudaError_t fm_bwd_sm90_sched(bwd_params *p, int head_dim, void *mem, size_t *by
         bwd_sched &s = p->sched[k];
         s.n_ctas = fm_cuda_persistent_ctas(n[k], n_sm);
         s.list_cap = 4 * s.n_ctas + 32;
-        s.slot_cap = s.n_ctas + 16;
+        s.slot_cap = 2 * s.n_ctas + 16; /* enough for every item (see list_item) */
         s.nv = k ? head_dim / 2 : head_dim;
         s.chunk = forced ? forced : CHUNK_MIN[k];
         s.forced = forced > 0;
