@@ -1,5 +1,5 @@
 /*
- * bench-bwd.c: times fm_cuda_bwd (CUDA events, warm-up, median of reps) on random normal inputs.
+ * bench-bwd.c: times the cuda backward, fm_cuda_attn (CUDA events, warm-up, median of reps) on random normal inputs.
  * usage: bench-bwd B H Hkv N D mask det [reps]; mask: full causal swa doc cdoc evict
  * (evict: causal, and half the keys evicted at a row drawn in (key, key + N/16], as peers.py's random_eviction)
  * Prints: mask, B, H, N, D, det, median ms, TFLOP/s (2.5 x 4 B H D visible pairs).
@@ -82,11 +82,11 @@ int main(int argc, char **argv)
     }
     cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
     for (int w = 0; w < 3; w++)
-        if (fm_cuda_bwd(ctx, m, &a)) { fprintf(stderr, "bwd: %s\n", famask_ctx_errmsg(ctx)); return 1; }
+        if (fm_cuda_attn(ctx, m, &a, 1)) { fprintf(stderr, "bwd: %s\n", famask_ctx_errmsg(ctx)); return 1; }
     float *ms = malloc(sizeof(float) * reps);
     for (int r = 0; r < reps; r++) {
         cudaEventRecord(e0, 0);
-        fm_cuda_bwd(ctx, m, &a);
+        fm_cuda_attn(ctx, m, &a, 1);
         cudaEventRecord(e1, 0);
         cudaEventSynchronize(e1);
         cudaEventElapsedTime(&ms[r], e0, e1);

@@ -15,7 +15,12 @@
 extern "C" {
 #endif
 
-/* Forward and backward on the GPU; args already validated (see src/attn.c), device pointers in args. */
+/* Attention on FAMASK_DEVICE_CUDA, forward or backward; args already validated (see src/attn.c), device
+ * pointers in args. Runs the kernels below in the mask's key order (kernels/key-order.cu), with k and v (and dk,
+ * dv) copied through that order where it pays. */
+famask_status fm_cuda_attn(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args, int backward);
+
+/* Forward and backward on the GPU in the mask's own key order. */
 famask_status fm_cuda_fwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args);
 famask_status fm_cuda_bwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args);
 /* Standard (unfused) attention forward on cuBLAS, in tiles of query rows; FAMASK_DEVICE_CUDA_UNFUSED. */
@@ -43,6 +48,13 @@ famask_status fm_cuda_mask_device(famask_ctx *ctx, famask_mask *mask, int block_
  * summaries for block_k; computed on the device on first request and cached with the mask. */
 famask_status fm_cuda_mask_ranges(famask_ctx *ctx, famask_mask *mask, int block_q, int block_k, void *stream,
                                   const int32_t **ranges);
+
+/* The key order of the mask for the mode in FAMASK_KEY_ORDER (see src/key-order.c; unset means auto), made on
+ * first request and cached with the mask: *sorted is the mask with each slice's columns permuted (NULL when the
+ * order is kept; owned by the mask), *perm the device copy of the permutation [batch_m, heads_m, seq_len_k]
+ * (column j of a slice of sorted is column perm[j] of the mask's). famask_mask_upload makes it too. */
+famask_status fm_cuda_mask_key_order(famask_ctx *ctx, famask_mask *mask, void *stream, famask_mask **sorted,
+                                     const int32_t **perm);
 
 #ifdef __cplusplus
 }

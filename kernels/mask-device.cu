@@ -34,6 +34,7 @@
 #include "kernels.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #define FM_SUMMARY_SLOTS 4
 #define FM_RANGE_SLOTS 2
@@ -61,6 +62,10 @@ struct mask_dev {
     int next_rng_evict;
     void *pinned;       /* the host vectors, registered with cudaHostRegister by us (NULL: pageable copies) */
     cudaEvent_t copied; /* recorded after each copy from pinned; made with the registration */
+    int order_made;     /* order (made with order_mode) is current */
+    int order_mode;
+    fm_key_order order; /* the key order (src/key-order.c): the sorted mask, with its own device copy */
+    int32_t *perm;      /* the device copy of order.perm */
 };
 
 static void mask_dev_free(void *p)
@@ -88,9 +93,11 @@ static void mask_dev_free(void *p)
             cudaFree(d->slot[i].summaries);
     for (int i = 0; i < FM_RANGE_SLOTS; i++)
         cudaFree(d->rslot[i].ranges);
+    cudaFree(d->perm);
     if (current >= 0)
         (void)cudaSetDevice(current);
     (void)cudaGetLastError();
+    fm_key_order_free(&d->order); /* the sorted mask frees its own device copy */
     free(d);
 }
 
@@ -462,7 +469,73 @@ extern "C" famask_status fm_cuda_mask_device(famask_ctx *ctx, famask_mask *mask,
     return FAMASK_STATUS_OK;
 }
 
-extern "C" famask_status famask_mask_upload(famask_ctx *ctx, famask_mask *mask, void *stream)
+/* FAMASK_KEY_ORDER: unset or "auto", "off", "sort" (always where it moves a column) or "reverse" (tests). */
+static famask_status key_order_mode(famask_ctx *ctx, int *mode)
+{
+    const char *e = getenv("FAMASK_KEY_ORDER");
+    static const char *names[] = {"off", "auto", "sort", "reverse"};
+    *mode = FM_KEY_ORDER_AUTO;
+    if (!e || !*e)
+        return FAMASK_STATUS_OK;
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(e, names[i])) {
+            *mode = i;
+            return FAMASK_STATUS_OK;
+        }
+    return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT,
+                    "environment variable FAMASK_KEY_ORDER is '%s'; use auto, off, sort or reverse", e);
+}
+
+/* The key order of mask d for the environment's mode, made on first request (and again if the mode changed). */
+static famask_status ensure_key_order(famask_ctx *ctx, famask_mask *mask, struct mask_dev *d, cudaStream_t stream)
+{
+    famask_status st = FAMASK_STATUS_OK;
+    int mode;
+    if ((st = key_order_mode(ctx, &mode)) != FAMASK_STATUS_OK)
+        return st;
+    if (d->order_made && d->order_mode == mode)
+        return FAMASK_STATUS_OK;
+    d->order_made = 0;
+    fm_key_order_free(&d->order);
+    cudaFree(d->perm); /* waits for kernels that may still read it */
+    d->perm = NULL;
+    if ((st = fm_key_order_make(ctx, mask, mode, &d->order)) != FAMASK_STATUS_OK)
+        return st;
+    if (d->order.sorted) {
+        const size_t bytes = (size_t)mask->batch_m * mask->heads_m * mask->seq_len_k * sizeof(int32_t);
+        FM_CUDA(ctx, cudaMalloc((void **)&d->perm, bytes));
+        /* order.perm lives as long as d, so the copy may still be queued when this returns */
+        FM_CUDA(ctx, cudaMemcpyAsync(d->perm, d->order.perm, bytes, cudaMemcpyHostToDevice, stream));
+    }
+    d->order_made = 1;
+    d->order_mode = mode;
+    return FAMASK_STATUS_OK;
+fail:
+    fm_key_order_free(&d->order);
+    cudaFree(d->perm);
+    d->perm = NULL;
+    return st;
+}
+
+extern "C" famask_status fm_cuda_mask_key_order(famask_ctx *ctx, famask_mask *mask, void *stream, famask_mask **sorted,
+                                                const int32_t **perm)
+{
+    famask_status st;
+    struct mask_dev *d = NULL;
+    *sorted = NULL;
+    *perm = NULL;
+    if ((st = ensure_vectors(ctx, mask, (cudaStream_t)stream, &d)) != FAMASK_STATUS_OK)
+        return st;
+    if ((st = ensure_key_order(ctx, mask, d, (cudaStream_t)stream)) != FAMASK_STATUS_OK)
+        return st;
+    *sorted = d->order.sorted;
+    *perm = d->perm;
+    return FAMASK_STATUS_OK;
+}
+
+/* famask_mask_upload; with_order: the key order's sorted mask too (not for that mask itself, which is never
+ * reordered again). */
+static famask_status upload(famask_ctx *ctx, famask_mask *mask, void *stream, int with_order)
 {
     famask_status st = FAMASK_STATUS_OK;
     struct mask_dev *d = NULL;
@@ -485,5 +558,17 @@ extern "C" famask_status famask_mask_upload(famask_ctx *ctx, famask_mask *mask, 
             if (d->rslot[i].block_q && (st = compute_ranges(ctx, mask, d, i, s)) != FAMASK_STATUS_OK)
                 return st;
     }
+    /* the key order and its sorted mask too, so that attention calls from several threads find them made */
+    if (!with_order)
+        return FAMASK_STATUS_OK;
+    if ((st = ensure_key_order(ctx, mask, d, s)) != FAMASK_STATUS_OK)
+        return st;
+    if (d->order.sorted)
+        return upload(ctx, d->order.sorted, stream, 0);
     return FAMASK_STATUS_OK;
+}
+
+extern "C" famask_status famask_mask_upload(famask_ctx *ctx, famask_mask *mask, void *stream)
+{
+    return upload(ctx, mask, stream, 1);
 }

@@ -235,7 +235,7 @@ static famask_status run(famask_ctx *ctx, famask_mask *mask, const famask_attn_a
     case FAMASK_DEVICE_CPU:
         return backward ? fm_ref_attn_bwd(ctx, mask, &a) : fm_ref_attn_fwd(ctx, mask, &a);
     case FAMASK_DEVICE_CUDA:
-        return backward ? fm_cuda_bwd(ctx, mask, &a) : fm_cuda_fwd(ctx, mask, &a);
+        return fm_cuda_attn(ctx, mask, &a, backward);
     case FAMASK_DEVICE_CUDA_UNFUSED:
         return fm_cuda_unfused_fwd(ctx, mask, &a); /* backward refused by check_args */
     }

@@ -13,11 +13,7 @@ static famask_status no_cuda(famask_ctx *ctx)
                     "famask was built without CUDA (FAMASK_CUDA=OFF); use the cpu device");
 }
 
-famask_status fm_cuda_fwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args)
-{
-    return no_cuda(ctx);
-}
-famask_status fm_cuda_bwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args)
+famask_status fm_cuda_attn(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args, int backward)
 {
     return no_cuda(ctx);
 }
@@ -35,6 +31,14 @@ famask_status fm_cuda_mask_ranges(famask_ctx *ctx, famask_mask *mask, int block_
                                   const int32_t **ranges)
 {
     *ranges = NULL;
+    return no_cuda(ctx);
+}
+
+famask_status fm_cuda_mask_key_order(famask_ctx *ctx, famask_mask *mask, void *stream, famask_mask **sorted,
+                                     const int32_t **perm)
+{
+    *sorted = NULL;
+    *perm = NULL;
     return no_cuda(ctx);
 }
 

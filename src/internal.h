@@ -68,4 +68,23 @@ int fm_runs_merge(const int32_t *intervals, int n_in, int32_t *runs);
 /* Drops the device copy of a mask (after its host vectors change). */
 void fm_mask_drop_device(famask_mask *m);
 
+/* Key order (src/key-order.c): a permutation of each slice's key columns under which tile skipping skips more.
+ * Modes: OFF makes none; AUTO sorts and keeps the order only where it pays (see the file); SORT always keeps it
+ * when it differs from the identity; REVERSE reverses every slice (tests: a permutation on every mask). */
+enum { FM_KEY_ORDER_OFF = 0, FM_KEY_ORDER_AUTO = 1, FM_KEY_ORDER_SORT = 2, FM_KEY_ORDER_REVERSE = 3 };
+
+typedef struct fm_key_order {
+    famask_mask *sorted; /* NULL: the mask keeps its order; else column j of slice s is column perm[s][j] of it */
+    int32_t *perm;       /* [batch_m, heads_m, seq_len_k] (NULL with sorted) */
+    int64_t tiles_before, tiles_after; /* live tiles of 64 query rows x 128 keys over every slice, in the mask's
+                                          order and in the sorted one */
+} fm_key_order;
+
+/* Fills *out (zeroed first; nothing to free on failure). Fails only with NO_MEMORY. */
+famask_status fm_key_order_make(famask_ctx *ctx, const famask_mask *m, int mode, fm_key_order *out);
+void fm_key_order_free(fm_key_order *k);
+/* Live tiles of 64 query rows x 128 keys of one slice's vectors [seq_len_k, 4], its columns taken in the order
+ * perm (NULL: their own). */
+int64_t fm_key_order_live_tiles(const int32_t *bounds, int seq_len_q, int seq_len_k, const int32_t *perm);
+
 #endif /* FAMASK_INTERNAL_H */

@@ -11,8 +11,10 @@
  * negative ones on every head dim.
  *
  * Shapes: q, o, d_o, dq [B, Nq, H, D] and k, v, dk, dv [B, Nk, H_kv, D] in either [B, N, H, D] or [B, H, N, D]
- * memory order (strides); masks [batch_m, heads_m, Nk, 4]. FAMASK_BWD_SMALL=1 runs only the small cases (for
- * compute-sanitizer). Exits 77 when there is no CUDA device.
+ * memory order (strides); masks [batch_m, heads_m, Nk, 4]. The eviction cases run with their keys sorted
+ * (kernels/key-order.cu; a case that does not is a failure); FAMASK_KEY_ORDER=reverse runs every case that can
+ * through a reversed key order. FAMASK_BWD_SMALL=1 runs only the small cases (for compute-sanitizer). Exits 77
+ * when there is no CUDA device.
  */
 #include "testlib.h"
 
@@ -23,8 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { M_FULL, M_CAUSAL, M_RANDOM, M_EMPTY_ROWS, M_DOCUMENT, M_MIXED };
-static const char *mask_names[] = {"full", "causal", "random", "empty_rows", "document", "mixed"};
+enum { M_FULL, M_CAUSAL, M_RANDOM, M_EMPTY_ROWS, M_DOCUMENT, M_MIXED, M_EVICT };
+static const char *mask_names[] = {"full", "causal", "random", "empty_rows", "document", "mixed", "evict"};
 
 typedef struct bcase {
     int batch, n_head, n_head_kv, seq_len_q, seq_len_k, head_dim;
@@ -67,6 +69,10 @@ static const bcase cases[] = {
     {1, 4, 2, 129, 129, 128, FAMASK_DTYPE_BF16, 1, M_RANDOM, 1, 2, 1, 0, -0.3f},
     {1, 2, 1, 150, 257, 256, FAMASK_DTYPE_BF16, 0, M_EMPTY_ROWS, 1, 1, 0, 0, -0.0625f},
     {1, 2, 2, 190, 190, 256, FAMASK_DTYPE_F16, 1, M_CAUSAL, 1, 2, 1, 0, -0.0625f},
+    /* keys evicted soon after they appear: the default mode sorts the keys (k, v copied in that order, dk, dv
+     * copied back), both modes, GQA with a mask per key head or one for all, both layouts */
+    {1, 4, 2, 2900, 2400, 128, FAMASK_DTYPE_BF16, 1, M_EVICT, 1, 2, 0, 0, 0},
+    {2, 2, 1, 3200, 2600, 64, FAMASK_DTYPE_F16, 0, M_EVICT, 1, 1, 1, 0, 0},
 };
 
 /* ---- 16-bit conversions (round to nearest even) ---------------------------------------------------------------- */
@@ -164,6 +170,13 @@ static void fill_mask(int kind, int nq, int nk, int32_t *bounds)
             interval(v + 2, s1, e1);
             break;
         }
+        case M_EVICT: /* causal; half the keys evicted soon, at a row in (j, j + nq / 16]: the key order's case */
+            interval(v + 2, 0, j < nq ? j : nq);
+            if (j < nq && tl_rand_int(0, 1)) {
+                int r = j + 1 + tl_rand_int(0, nq / 16);
+                interval(v, r < nq ? r : nq, nq);
+            }
+            break;
         case M_EMPTY_ROWS: /* causal plus the rows [a, bnd) masked in every column */
             interval(v, a, bnd);
             interval(v + 2, 0, j < nq ? j : nq);
@@ -453,12 +466,14 @@ static void run_case(famask_ctx *ctx, const bcase *c)
                 }
             }
 
+    const int reordered = tl_keys_reordered(ctx, mask, Hkv, c->mask == M_EVICT && Nq >= 2800);
     int ok = bad == 0 && zero_bad == 0 && nondet == 0 && err[0] < bound && err[1] < bound && err[2] < bound;
-    printf("%s B %d H %d Hkv %d Nq %d Nk %d D %d %s %s mask %s bm %d hm %d det %d scale %.4g: err dq %.2e dk %.2e "
+    printf("%s B %d H %d Hkv %d Nq %d Nk %d D %d %s %s mask %s bm %d hm %d det %d scale %.4g%s: err dq %.2e dk %.2e "
            "dv %.2e (bound %.0e) nonfinite %d empty rows %d keys %d nonzero %d nondet %d\n",
            ok ? "ok  " : "FAIL", B, H, Hkv, Nq, Nk, D, c->dtype == FAMASK_DTYPE_BF16 ? "bf16" : "f16",
            c->bhnd ? "bhnd" : "bnhd", mask_names[c->mask], c->batch_m, c->heads_m, c->deterministic, (double)scale,
-           err[0], err[1], err[2], bound, bad, n_empty_rows, n_empty_keys, zero_bad, nondet);
+           reordered ? " keys reordered" : "", err[0], err[1], err[2], bound, bad, n_empty_rows, n_empty_keys, zero_bad,
+           nondet);
     CHECK(bad == 0, "non-finite gradients");
     CHECK(zero_bad == 0, "fully masked rows or keys with non-zero gradients");
     CHECK(nondet == 0, "deterministic mode differs between runs");

@@ -1,14 +1,16 @@
 /*
  * cuda-fwd.c: the CUDA attention forward (famask_attn_fwd on FAMASK_DEVICE_CUDA, which validates and calls
- * fm_cuda_fwd) against a float64 reference over the dense mask.
+ * fm_cuda_attn, then fm_cuda_fwd) against a float64 reference over the dense mask.
  *
  * Each case draws fresh normal q, k, v (rounded to the case's dtype, so the reference sees the same inputs), builds
  * a mask from vectors (random intervals, random intervals plus a band of fully masked rows, causal, sliding
- * window, documents, causal documents, full; one mask per (batch_m, heads_m)), poisons o and lse, runs the kernel
+ * window, documents, causal documents, full, causal with keys evicted soon after they appear; one mask per
+ * (batch_m, heads_m)), poisons o and lse, runs the kernel
  * (default, positive and negative softmax scales) and checks: ||o - ref|| / ||ref|| (Frobenius) <= 1e-2 for bf16 and
  * 3e-3 for fp16; no NaN/Inf in o; lse within 1e-3 of the reference (relative, floor 1) and exactly -inf on fully masked
  * rows, whose o must be exactly 0. Shapes: q, o [B, Nq, H, D] or [B, H, Nq, D] (and a padded-row variant) by strides;
- * k, v likewise with H_kv.
+ * k, v likewise with H_kv. The eviction cases must run with their keys sorted (kernels/key-order.cu);
+ * FAMASK_KEY_ORDER=reverse runs every case that can through a reversed key order.
  *
  *   cuda-fwd            all cases
  *   cuda-fwd --small    a few small cases (for compute-sanitizer)
@@ -104,9 +106,9 @@ static float from16(famask_dtype dt, uint16_t h)
 
 /* ---- masks ------------------------------------------------------------------------------------------------ */
 
-enum mask_kind { MK_FULL, MK_RANDOM, MK_RANDOM_BAND, MK_CAUSAL, MK_SLIDING, MK_DOCUMENT, MK_CAUSAL_DOCUMENT };
-static const char *mask_kind_name[] = {"full",    "random",   "random+band",    "causal",
-                                       "sliding", "document", "causal_document"};
+enum mask_kind { MK_FULL, MK_RANDOM, MK_RANDOM_BAND, MK_CAUSAL, MK_SLIDING, MK_DOCUMENT, MK_CAUSAL_DOCUMENT, MK_EVICT };
+static const char *mask_kind_name[] = {"full",    "random",   "random+band",     "causal",
+                                       "sliding", "document", "causal_document", "evict"};
 
 static int imin(int a, int b)
 {
@@ -174,6 +176,11 @@ static void fill_vectors(int32_t *v, enum mask_kind kind, int nq, int nk)
                 ds += doc_len[d++];
             c[FAMASK_UTE] = imin(kind == MK_DOCUMENT ? ds : j, nq);
             c[FAMASK_LTS] = imin(ds + doc_len[d], nq);
+            break;
+        case MK_EVICT: /* causal; half the keys evicted soon, at a row in (j, j + nq / 16]: the key order's case */
+            c[FAMASK_UTE] = imin(j, nq);
+            if (j < nq && tl_rand_int(0, 1))
+                c[FAMASK_LTS] = imin(j + 1 + tl_rand_int(0, nq / 16), nq);
             break;
         }
     }
@@ -413,14 +420,15 @@ static int run_case(famask_ctx *ctx, const struct fcase *c)
     }
     {
         double rel = ref2 > 0 ? sqrt(err2 / ref2) : sqrt(err2);
+        const int keys = tl_keys_reordered(ctx, mask, HK, c->kind == MK_EVICT && NQ >= 2800);
         ok = bad_nonfinite == 0 && bad_empty_rows == 0 && bad_lse == 0 && rel <= tol;
-        printf("%s %-15s B %d H %d Hkv %d Nq %5d Nk %5d D %3d %s %-8s mask [%d,%d] scale %.3g%s%s: rel %.2e (tol "
+        printf("%s %-15s B %d H %d Hkv %d Nq %5d Nk %5d D %3d %s %-8s mask [%d,%d] scale %.3g%s%s%s: rel %.2e (tol "
                "%.0e) lse %.1e, empty rows %lld, nonfinite %lld, bad empty %lld, bad lse %lld\n",
                ok ? "ok  " : "FAIL", mask_kind_name[c->kind], B, H, HK, NQ, NK, D,
                c->dtype == FAMASK_DTYPE_BF16 ? "bf16" : "fp16", layout_name[c->layout], c->batch_m, c->heads_m,
                (double)c->scale, case_variant & V_NO_LSE ? " lse NULL" : "",
-               case_variant & V_STREAM ? " own stream" : "", rel, tol, lse_worst, (long long)empty_rows,
-               (long long)bad_nonfinite, (long long)bad_empty_rows, (long long)bad_lse);
+               case_variant & V_STREAM ? " own stream" : "", keys ? " keys reordered" : "", rel, tol, lse_worst,
+               (long long)empty_rows, (long long)bad_nonfinite, (long long)bad_empty_rows, (long long)bad_lse);
     }
 done:
     if (stream)
@@ -657,6 +665,26 @@ static void test_unsupported(famask_ctx *ctx)
     a.dtype = FAMASK_DTYPE_F16;
     a.q.stride_seq = 68; /* rows not 16-byte aligned */
     CHECK(fm_cuda_fwd(ctx, m, &a) == FAMASK_STATUS_UNSUPPORTED, "unaligned rows: %s", famask_ctx_errmsg(ctx));
+    /* a key order mode that does not exist: refused by name, before any work */
+    {
+        const char *was = getenv("FAMASK_KEY_ORDER");
+        char *saved = was ? strdup(was) : NULL;
+        a.q.stride_seq = 64;
+        a.o = a.q;
+        a.o.data = (char *)buf + 64 * 64 * 2; /* an output apart from the inputs */
+        a.device = FAMASK_DEVICE_CUDA;
+        setenv("FAMASK_KEY_ORDER", "sorted", 1);
+        famask_mask_free(m); /* a fresh mask: the key order is made on its first call */
+        m = make_mask(ctx, MK_CAUSAL, 1, 1, 64, 64);
+        CHECK(m && famask_attn_fwd(ctx, m, &a) == FAMASK_STATUS_INVALID_ARGUMENT &&
+                  strstr(famask_ctx_errmsg(ctx), "FAMASK_KEY_ORDER is 'sorted'"),
+              "bad FAMASK_KEY_ORDER: %s", famask_ctx_errmsg(ctx));
+        if (saved)
+            setenv("FAMASK_KEY_ORDER", saved, 1);
+        else
+            unsetenv("FAMASK_KEY_ORDER");
+        free(saved);
+    }
     cudaFree(buf);
     famask_mask_free(m);
 }
@@ -998,6 +1026,10 @@ int main(int argc, char **argv)
             {MK_RANDOM, 1, 1, 1, 1, 100, 64, FAMASK_DTYPE_F16, L_BNHD, 1, 1, 0},
             {MK_RANDOM, 1, 2, 1, 17, 3, 256, FAMASK_DTYPE_BF16, L_BHND, 1, 1, 0},
             {MK_CAUSAL, 1, 1, 1, 129, 65, 32, FAMASK_DTYPE_F16, L_BNHD, 1, 1, 2.0f},
+            /* keys evicted soon after they appear: the default mode runs these with the keys sorted (GQA, a mask
+             * per key head, batch broadcast, padded layout; seq_len_q != seq_len_k) */
+            {MK_EVICT, 2, 4, 2, 3000, 3000, 128, FAMASK_DTYPE_BF16, L_PADDED, 1, 2, 0},
+            {MK_EVICT, 1, 2, 1, 3200, 2600, 64, FAMASK_DTYPE_F16, L_BNHD, 1, 1, 0},
             /* runs of more than 32 skipped key blocks (the live-block search works in windows of 32) */
             {MK_CAUSAL_DOCUMENT, 1, 2, 1, 4500, 4500, 128, FAMASK_DTYPE_BF16, L_BNHD, 1, 2, 0},
             {MK_CAUSAL, 1, 1, 1, 300, 5000, 32, FAMASK_DTYPE_F16, L_BHND, 1, 1, 0},

@@ -3,6 +3,8 @@
  */
 #include "testlib.h"
 
+#include "kernels.h"
+
 #include <dirent.h>
 #include <math.h>
 #include <stdlib.h>
@@ -88,4 +90,17 @@ int tl_finish(void)
 {
     printf("%d passed, %d failed\n", tl_passed, tl_failed);
     return tl_failed ? 1 : 0;
+}
+
+int tl_keys_reordered(famask_ctx *ctx, famask_mask *mask, int n_head_kv, int expect_evict)
+{
+    famask_mask *sorted = NULL;
+    const int32_t *perm = NULL;
+    const int heads_m = famask_mask_heads(mask);
+    const char *mode = getenv("FAMASK_KEY_ORDER");
+    int reordered = (heads_m == 1 || heads_m == n_head_kv) &&
+                    fm_cuda_mask_key_order(ctx, mask, NULL, &sorted, &perm) == FAMASK_STATUS_OK && sorted != NULL;
+    if (expect_evict && (!mode || !*mode))
+        CHECK(reordered, "the eviction mask ran in its own key order");
+    return reordered;
 }

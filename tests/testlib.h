@@ -49,6 +49,11 @@ double tl_rand_normal(void);
  * frees neither); a spec that fails to compile is a failed check. Returns how many specs fn saw. */
 int tl_each_spec(famask_ctx *ctx, void (*fn)(famask_ctx *ctx, const char *name, famask_mask *mask, void *user),
                  void *user);
+/* For the CUDA tests, after an attention call on mask with n_head_kv key heads: 1 if the call ran with its keys
+ * reordered (kernels/key-order.cu: the mask's cached key order has a sorted mask and the mask has one head or
+ * one per key head), else 0. expect_evict: the case's mask is one whose keys the default mode reorders; then,
+ * with FAMASK_KEY_ORDER unset, a call that did not is a failed check. */
+int tl_keys_reordered(famask_ctx *ctx, famask_mask *mask, int n_head_kv, int expect_evict);
 /* Prints "N passed, N failed" and returns the exit code (0 or 1). */
 int tl_finish(void);
 
