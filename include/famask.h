@@ -159,6 +159,23 @@ typedef struct famask_tile_counts {
 famask_status famask_mask_tiles(famask_ctx *ctx, const famask_mask *mask, int b, int h, int block_q, int block_k,
                                 uint8_t *classes, famask_tile_counts *counts);
 
+/* Key order. Attention does not depend on the order of the keys: with k and v permuted along seq_len_k and the
+ * mask's columns permuted the same way, o and lse are unchanged (dk, dv come out permuted). Tile skipping does
+ * depend on it: under KV eviction every key block holds keys that stay, so in the original order every causal
+ * tile is live. famask_mask_sort_keys sorts each (b, h) slice's columns by one past their last visible row, then
+ * their first visible row, then index (fully masked columns first). *out receives the sorted mask, whose
+ * column j of slice (b, h) is column perm[(b * heads_m + h) * seq_len_k + j] of mask; perm (may be NULL) holds
+ * batch_m * heads_m * seq_len_k ints; info (may be NULL) receives the live-tile counts before and after.
+ * The CUDA attention applies this order by itself where it pays (copying k and v for each call; see the
+ * attention section): a caller that keeps k and v in the sorted order (a KV cache is free to) passes the sorted
+ * mask instead and saves those copies. */
+typedef struct famask_key_order_info {
+    int64_t live_tiles, live_tiles_sorted; /* tiles of 64 query rows x 128 keys not skipped, over every slice */
+    int cuda_sorts; /* 1 if the CUDA attention sorts this mask's keys by itself (FAMASK_KEY_ORDER unset) */
+} famask_key_order_info;
+famask_status famask_mask_sort_keys(famask_ctx *ctx, const famask_mask *mask, int32_t *perm,
+                                    famask_key_order_info *info, famask_mask **out);
+
 /* ------------------------------------------------------------------------------------------------------------
  * Builders: one per mask family (the C side of the spec language; see the spec document for the meaning).
  * Each returns a mask of shape [1, 1, seq_len_k, 4]. Lengths are token counts; families whose parameters are

@@ -200,3 +200,38 @@ void fm_key_order_free(fm_key_order *k)
     free(k->perm);
     memset(k, 0, sizeof *k);
 }
+
+famask_status famask_mask_sort_keys(famask_ctx *ctx, const famask_mask *mask, int32_t *perm,
+                                    famask_key_order_info *info, famask_mask **out)
+{
+    famask_status st;
+    fm_key_order sorted, chosen;
+    *out = NULL;
+    if (!mask)
+        return fm_error(ctx, FAMASK_STATUS_INVALID_ARGUMENT, "'mask' is NULL");
+    if ((st = fm_key_order_make(ctx, mask, FM_KEY_ORDER_SORT, &sorted)) != FAMASK_STATUS_OK)
+        return st;
+    if (info) {
+        if ((st = fm_key_order_make(ctx, mask, FM_KEY_ORDER_AUTO, &chosen)) != FAMASK_STATUS_OK)
+            goto fail;
+        info->live_tiles = sorted.tiles_before;
+        info->live_tiles_sorted = sorted.tiles_after;
+        info->cuda_sorts = chosen.sorted != NULL;
+        fm_key_order_free(&chosen);
+    }
+    const int64_t n = (int64_t)mask->batch_m * mask->heads_m * mask->seq_len_k;
+    if (!sorted.sorted) { /* already in order */
+        if ((st = famask_mask_clone(ctx, mask, out)) != FAMASK_STATUS_OK)
+            goto fail;
+        for (int64_t i = 0; perm && i < n; i++)
+            perm[i] = (int32_t)(i % mask->seq_len_k);
+    } else {
+        *out = sorted.sorted;
+        sorted.sorted = NULL;
+        if (perm)
+            memcpy(perm, sorted.perm, (size_t)n * sizeof *perm);
+    }
+fail:
+    fm_key_order_free(&sorted);
+    return st;
+}

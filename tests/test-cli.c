@@ -92,7 +92,8 @@ static void test_golden(void)
            "shape: batch 1, heads 1, seq_len_q 8, seq_len_k 8\n"
            "visible: 33 of 64 pairs (51.56%)\n"
            "tiles 128x64: 0 skipped (0.00%), 1 partial, 0 unmasked, of 1\n"
-           "bytes: 128 column-sparse (16 per key column), 64 dense bool (0.5x)\n",
+           "bytes: 128 column-sparse (16 per key column), 64 dense bool (0.5x)\n"
+           "key order: live tiles of 64x128 1 as stored, 1 with the keys sorted; cuda keeps the stored order\n",
            NULL);
     /* A 256-token causal mask at 64x64 tiles: a 4 x 4 map, diagonal partial, above skipped, below unmasked. */
     golden("show specs/causal.yaml -n 256 --block 64x64", 0,
@@ -103,7 +104,8 @@ static void test_golden(void)
            "shape: batch 1, heads 1, seq_len_q 256, seq_len_k 256\n"
            "visible: 32896 of 65536 pairs (50.20%)\n"
            "tiles 64x64: 6 skipped (37.50%), 4 partial, 6 unmasked, of 16\n"
-           "bytes: 4096 column-sparse (16 per key column), 65536 dense bool (16.0x)\n",
+           "bytes: 4096 column-sparse (16 per key column), 65536 dense bool (16.0x)\n"
+           "key order: live tiles of 64x128 6 as stored, 6 with the keys sorted; cuda keeps the stored order\n",
            NULL);
     golden("show specs/batch-heads.yaml -n 4 --batch 1 --head 1", 65, "", "documents sum to 4096, but seqlen is 4");
     golden("show specs/heads.yaml -n 6 --head 3", 0,

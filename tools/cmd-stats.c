@@ -1,7 +1,8 @@
 /*
  * cmd-stats.c: `famask stats SPEC|FILE`: the shape and sequence lengths of a mask, its visible pairs, the tile
- * classes the attention kernels will see at a block size (default 128x64), and its bytes in the column-sparse
- * form against a dense bool mask. Counts are totals over every (batch row, head) of the mask.
+ * classes the attention kernels will see at a block size (default 128x64), its bytes in the column-sparse
+ * form against a dense bool mask, and what sorting its keys would save (famask_mask_sort_keys). Counts are totals
+ * over every (batch row, head) of the mask.
  */
 #include "cli.h"
 
@@ -15,7 +16,8 @@ const char cmd_stats_usage[] =
     "Reads a YAML spec or a compiled .fmask or .npy mask and prints its shape, its visible pairs, the tile\n"
     "classes at the block size (skipped: every pair masked; unmasked: every pair visible; partial: the rest,\n"
     "as the kernels' conservative rule decides) and the bytes of the column-sparse form against a dense bool\n"
-    "mask. Counts are totals over all batch rows and heads.\n"
+    "mask, then the live tiles with the keys sorted by their last visible row and whether the cuda attention\n"
+    "sorts them by itself. Counts are totals over all batch rows and heads.\n"
     "\n"
     "options:\n"
     "  -n N          sequence length, overriding a spec's seqlen (specs only)\n"
@@ -75,6 +77,19 @@ int cmd_stats(int argc, char **argv)
            (long long)total.unmasked, (long long)tiles);
     printf("bytes: %lld column-sparse (16 per key column), %lld dense bool (%.1fx)\n", (long long)sparse,
            (long long)dense, (double)dense / (double)sparse);
+    {
+        famask_key_order_info info;
+        famask_mask *sorted = NULL;
+        famask_status st = famask_mask_sort_keys(ctx, mask, NULL, &info, &sorted);
+        famask_mask_free(sorted);
+        if (st) {
+            rc = cli_fail(ctx, st);
+            goto done;
+        }
+        printf("key order: live tiles of 64x128 %lld as stored, %lld with the keys sorted; cuda %s\n",
+               (long long)info.live_tiles, (long long)info.live_tiles_sorted,
+               info.cuda_sorts ? "sorts them" : "keeps the stored order");
+    }
 done:
     famask_mask_free(mask);
     famask_ctx_free(ctx);
