@@ -410,10 +410,10 @@ famask_status famask_mask_convert_file(famask_ctx *ctx, const char *path, const 
  * - softmax_scale finite; 0 means 1 / sqrt(head_dim). Negative scales are allowed.
  *
  * Key order (CUDA): where sorting the mask's key columns lets tile skipping skip much more (KV eviction), the call
- * runs on the sorted mask with k and v copied into that order in workspace (2 buffers of k's size for the
- * forward, 4 for the backward; dk and dv are copied back); results are those of attention in the original order
- * up to the order of floating-point sums, and deterministic as before. FAMASK_KEY_ORDER=off in the environment
- * turns it off.
+ * runs on the sorted mask with k and v copied into that order in workspace (2 buffers of k's size; the Hopper
+ * backward writes dk and dv rows to their places, the portable one takes 2 more and copies them back); results
+ * are those of attention in the original order up to the order of floating-point sums, and deterministic as
+ * before. FAMASK_KEY_ORDER=off in the environment turns it off.
  *
  * Numerics: a row with no visible key gets o = 0, lse = -inf and zero gradients, never NaN; logits are
  * max-subtracted, so large scales do not overflow. The CPU device accumulates in float64 and rounds each output

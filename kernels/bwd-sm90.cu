@@ -121,6 +121,28 @@ template <typename T> __device__ __forceinline__ T *out_row(const tensor_view &v
     return (T *)v.p + b * v.sb + h * v.sh + (int64_t)row * v.ss;
 }
 
+/* Row `row` of dK or dV (v) of kv head hkv of batch b: that row, or where the key order sends it. */
+template <typename T>
+__device__ __forceinline__ T *kv_out_row(const bwd_params &p, const tensor_view &v, int b, int hkv, int row)
+{
+    if (p.kv_perm)
+        row =
+            p.kv_perm[((int64_t)(p.batch_m == 1 ? 0 : b) * p.heads_m + (p.heads_m == 1 ? 0 : hkv)) * p.seq_len_k + row];
+    return out_row<T>(v, b, hkv, row);
+}
+
+/* Zeroes rows [k0, k0 + n) of dK and dV of kv head hkv of batch b (through the key order): the outputs of a work
+ * item with nothing live. Every thread of the CTA takes part. */
+template <typename T, int D>
+__device__ __forceinline__ void zero_kv_rows(const bwd_params &p, int b, int hkv, int k0, int n)
+{
+    for (int c = threadIdx.x; c < n * (D / 8); c += NTHREADS) {
+        const int r = k0 + c / (D / 8), x = (c % (D / 8)) * 8;
+        *reinterpret_cast<uint4 *>(kv_out_row<T>(p, p.dk, b, hkv, r) + x) = make_uint4(0, 0, 0, 0);
+        *reinterpret_cast<uint4 *>(kv_out_row<T>(p, p.dv, b, hkv, r) + x) = make_uint4(0, 0, 0, 0);
+    }
+}
+
 /* ---- schedule -------------------------------------------------------------------------------------------- */
 
 /* The least chunk lengths: 32 tiles of the main kernel, 16 key blocks of the dQ pass (about 100 us each), so that a
@@ -278,9 +300,9 @@ template <int N> __device__ __forceinline__ void put_part(const bwd_sched &s, co
 
 /* The sum over the item's chunks, in chunk order, of values [at, at + D/2) of this thread (an m64nD accumulator
  * fragment: value 4 n + 2 hh + e is row 64 wg + 16 warp + lane / 4 + 8 hh, column 8 n + 2 (lane % 4) + e), times
- * scale, into rows [0, n_rows) of dst (row stride ss). */
-template <typename T, int D>
-__device__ void store_sum(const bwd_sched &s, const sched_entry &e, int at, T *dst, int64_t ss, int n_rows, float scale)
+ * scale, into rows [0, n_rows) of the item's output: row r at row_ptr(r). */
+template <typename T, int D, typename RowPtr>
+__device__ void store_sum(const bwd_sched &s, const sched_entry &e, int at, RowPtr row_ptr, int n_rows, float scale)
 {
     const int tid = threadIdx.x, lane = tid % 32, row = tid / 128 * 64 + (tid / 32) % 4 * 16 + lane / 4;
     const float *src = s.part + ((int64_t)e.first * s.nv + at) * NTHREADS + tid;
@@ -294,7 +316,7 @@ __device__ void store_sum(const bwd_sched &s, const sched_entry &e, int at, T *d
         }
         const int r = row + 8 * (i / 2 % 2);
         if (r < n_rows)
-            *reinterpret_cast<uint32_t *>(dst + r * ss + 8 * (i / 4) + 2 * (lane % 4)) =
+            *reinterpret_cast<uint32_t *>(row_ptr(r) + 8 * (i / 4) + 2 * (lane % 4)) =
                 fm_dtype<T>::pack(a * scale, b * scale);
     }
 }
@@ -379,9 +401,6 @@ __device__ __forceinline__ void bwd_sm90_body(const bwd_params &p, const bwd_map
             fm_cp_async16(sBd + (st * BN + key) * 16, col + (ok ? k0 + key : 0), ok ? 16 : 0);
         }
     };
-    /* The end of item x: dK (times the scale) and dV in rows [k0, k0 + n) of its outputs. */
-    auto out_dk = [&](const kv_item &x) { return (T *)p.dk.p + x.b * p.dk.sb + x.hkv * p.dk.sh + x.kb * BN * p.dk.ss; };
-    auto out_dv = [&](const kv_item &x) { return (T *)p.dv.p + x.b * p.dv.sb + x.hkv * p.dv.sh + x.kb * BN * p.dv.ss; };
     /* From item number xn on (the list's entries, then the items not in it), the first item with a live query
      * tile, into *x with its walk and first tile; zeroes dK and dV of the empty items it passes. false when none
      * is left. Every thread calls it alike. */
@@ -416,9 +435,7 @@ __device__ __forceinline__ void bwd_sm90_body(const bwd_params &p, const bwd_map
                     *tcls = FM_TILE_PARTIAL;
                     return true;
                 }
-                const int n = min(BN, p.seq_len_k - x->kb * BN);
-                zero_rows<T, D>(out_dk(*x), p.dk.ss, n);
-                zero_rows<T, D>(out_dv(*x), p.dv.ss, n);
+                zero_kv_rows<T, D>(p, x->b, x->hkv, x->kb * BN, min(BN, p.seq_len_k - x->kb * BN));
             }
             xn = claim_item(p.counters, slot + 2);
         }
@@ -562,7 +579,8 @@ __device__ __forceinline__ void bwd_sm90_body(const bwd_params &p, const bwd_map
         }
         /* dK (times the scale) and dV into this warpgroup's rows of the K and V stage just used (its S^T and dP^T
          * products, their only readers, are complete), then out by TMA store while the next item's loads are in
-         * flight: 64 narrow stores per thread measured 11% of this kernel's time on causal documents at 8K. */
+         * flight: 64 narrow stores per thread measured 11% of this kernel's time on causal documents at 8K. Under
+         * a key order (p.kv_perm) the rows go to their places in 16-byte stores instead. */
         const uint32_t sdk = sK + 2 * ks * TK, sdv = sdk + TK;
 #pragma unroll
         for (int hh = 0; hh < 2; hh++) {
@@ -577,7 +595,20 @@ __device__ __forceinline__ void bwd_sm90_body(const bwd_params &p, const bwd_map
         }
         fence_proxy_async();
         asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory");
-        if (tid % 128 == 32) { /* not thread 0, whose waits would then also cover its loads */
+        if (p.kv_perm) {
+            /* rows to where the key order sends them: 16-byte chunks from shared memory, a row's chunks from
+             * consecutive threads (the stage is next written by a TMA load after several CTA barriers) */
+            for (int c = tid % 128; c < 64 * NO; c += 128) {
+                const int r = wg * 64 + c / NO, n = c % NO;
+                if (k0 + r < p.seq_len_k) {
+                    const uint32_t off = sw128<BN>(r, n);
+                    *reinterpret_cast<uint4 *>(kv_out_row<T>(p, p.dk, it.b, it.hkv, k0 + r) + 8 * n) =
+                        *reinterpret_cast<const uint4 *>(smem + (sdk - base) + off);
+                    *reinterpret_cast<uint4 *>(kv_out_row<T>(p, p.dv, it.b, it.hkv, k0 + r) + 8 * n) =
+                        *reinterpret_cast<const uint4 *>(smem + (sdv - base) + off);
+                }
+            }
+        } else if (tid % 128 == 32) { /* not thread 0, whose waits would then also cover its loads */
             tma_store_tile<D>(&m.out0, m.out0_seq_major, sdk + wg * 64 * 128, BN * 128, k0 + wg * 64, it.hkv, it.b);
             tma_store_tile<D>(&m.out1, m.out1_seq_major, sdv + wg * 64 * 128, BN * 128, k0 + wg * 64, it.hkv, it.b);
         }
@@ -912,12 +943,13 @@ template <typename T, int D> __global__ void __launch_bounds__(NTHREADS) bwd_sum
         return;
     if (k == 0) {
         const kv_item x = kv_item_at(p, e.item);
-        const int n = min(BN, p.seq_len_k - x.kb * BN);
-        store_sum<T, D>(s, e, 0, out_row<T>(p.dk, x.b, x.hkv, x.kb * BN), p.dk.ss, n, p.scale);
-        store_sum<T, D>(s, e, D / 2, out_row<T>(p.dv, x.b, x.hkv, x.kb * BN), p.dv.ss, n, 1.f);
+        const int n = min(BN, p.seq_len_k - x.kb * BN), k0 = x.kb * BN;
+        store_sum<T, D>(s, e, 0, [&](int r) { return kv_out_row<T>(p, p.dk, x.b, x.hkv, k0 + r); }, n, p.scale);
+        store_sum<T, D>(s, e, D / 2, [&](int r) { return kv_out_row<T>(p, p.dv, x.b, x.hkv, k0 + r); }, n, 1.f);
     } else {
         const q_item x = q_item_at(p, e.item);
-        store_sum<T, D>(s, e, 0, out_row<T>(p.dq, x.b, x.h, x.r0), p.dq.ss, min(QB, p.seq_len_q - x.r0), p.scale);
+        store_sum<T, D>(s, e, 0, [&](int r) { return out_row<T>(p.dq, x.b, x.h, x.r0 + r); },
+                        min(QB, p.seq_len_q - x.r0), p.scale);
     }
 }
 

@@ -962,7 +962,18 @@ bool aligned16(const famask_tensor &t)
 
 } // namespace
 
+extern "C" int fm_cuda_bwd_takes_perm(int head_dim)
+{
+    return (head_dim == 64 || head_dim == 128) && fm_bwd_sm90_applies(head_dim);
+}
+
 extern "C" famask_status fm_cuda_bwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *a)
+{
+    return fm_cuda_bwd_perm(ctx, mask, a, NULL);
+}
+
+extern "C" famask_status fm_cuda_bwd_perm(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *a,
+                                          const int32_t *kv_perm)
 {
     famask_status st = FAMASK_STATUS_OK;
     cudaStream_t stream = (cudaStream_t)a->stream;
@@ -1023,6 +1034,11 @@ extern "C" famask_status fm_cuda_bwd(famask_ctx *ctx, famask_mask *mask, const f
         goto fail;
     p.bounds = bounds;
     p.ranges = NULL;
+    p.kv_perm = kv_perm;
+    if (kv_perm && !fm_cuda_bwd_takes_perm(D)) {
+        st = fm_error(ctx, FAMASK_STATUS_INTERNAL, "a key order for the portable backward (head_dim %d)", D);
+        goto fail;
+    }
     if ((D == 64 || D == 128) && fm_bwd_sm90_applies(D) &&
         (st = fm_cuda_mask_ranges(ctx, mask, FM_SM90_BLOCK_Q, FM_SM90_BLOCK_K, a->stream, &p.ranges)) !=
             FAMASK_STATUS_OK)

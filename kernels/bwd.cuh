@@ -56,6 +56,8 @@ struct bwd_params {
     const int32_t *ranges;             /* the Hopper dQ pass's: per query tile of FM_SM90_BLOCK_Q rows, its live
                                         * key blocks [first, end) (fm_cuda_mask_ranges) */
     bwd_sched sched[2];                /* the Hopper main kernel's and dQ pass's */
+    const int32_t *kv_perm;            /* NULL, or the key order's [batch_m, heads_m, Nk] (Hopper kernels only): row
+                                        * j of dK and dV of a slice goes to row kv_perm[j] of dk, dv */
     int batch, n_head, n_head_kv, seq_len_q, seq_len_k, seq_pad, batch_m, heads_m;
     float scale, scale_log2;
 };

@@ -23,6 +23,12 @@ famask_status fm_cuda_attn(famask_ctx *ctx, famask_mask *mask, const famask_attn
 /* Forward and backward on the GPU in the mask's own key order. */
 famask_status fm_cuda_fwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args);
 famask_status fm_cuda_bwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args);
+/* The backward of k and v given in a key order (mask already sorted the same way) with dk and dv written in the
+ * original order: row j of a slice goes to row kv_perm[j] ([batch_m, heads_m, seq_len_k], device memory;
+ * heads_m 1 or n_head_kv). Only where fm_cuda_bwd_takes_perm(head_dim) (the Hopper kernels), else INTERNAL. */
+famask_status fm_cuda_bwd_perm(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args,
+                               const int32_t *kv_perm);
+int fm_cuda_bwd_takes_perm(int head_dim);
 /* Standard (unfused) attention forward on cuBLAS, in tiles of query rows; FAMASK_DEVICE_CUDA_UNFUSED. */
 famask_status fm_cuda_unfused_fwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *args);
 /* Bytes of fp32 scores per tile of query rows in fm_cuda_unfused_fwd (default 1 GiB); tests lower it. */

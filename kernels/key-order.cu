@@ -4,15 +4,16 @@
  * Where the mask's key order says that sorting the key columns skips more tiles, the call runs on the sorted
  * mask with k and v copied into that order: k', v' [batch, seq_len_k, n_head_kv, head_dim] contiguous, row
  * (b, j, h) of k' being row (b, perm[j], h) of k, where perm is the permutation of the mask slice that the key
- * head h reads. The backward writes dk', dv' in the same order and copies each row back to its place in dk, dv.
+ * head h reads. The Hopper backward (head dims 64 and 128) writes each row of dk and dv straight to its place;
+ * the portable one writes dk', dv' in the sorted order, copied back row by row after it.
  * o, lse and dq need no copy: attention is the same function of the keys in any order (only the order of the
  * floating-point sums changes, the same way on every run, so the deterministic mode stays bitwise
  * reproducible).
  *
  * One permutation per key head needs every query head of a group to read the same mask slice: masks with one
  * head or one per key head. Masks per query head under GQA, unaligned tensors, and calls whose workspace
- * (2 copies of k's size for the forward, 4 for the backward, allocated on the stream) cannot be had run in the
- * mask's own order. FAMASK_KEY_ORDER=off turns the reordering off.
+ * (2 copies of k's size, 4 for the portable backward, allocated on the stream) cannot be had run in the mask's
+ * own order. FAMASK_KEY_ORDER=off turns the reordering off.
  */
 #include "cuda-check.cuh"
 #include "kernels.h"
@@ -129,9 +130,11 @@ extern "C" famask_status fm_cuda_attn(famask_ctx *ctx, famask_mask *mask, const 
     if (reorderable(mask, a, backward) &&
         (st = fm_cuda_mask_key_order(ctx, mask, a->stream, &sorted, &perm)) != FAMASK_STATUS_OK)
         return st;
+    /* the Hopper backward writes dk, dv through the permutation itself; the others write dk', dv' to copy back */
+    const bool copy_back = backward && !fm_cuda_bwd_takes_perm(a->head_dim);
     if (sorted) {
         const size_t elems = (size_t)a->batch * a->seq_len_k * a->n_head_kv * a->head_dim;
-        if (cudaMallocAsync((void **)&ws, (backward ? 4 : 2) * elems * sizeof(uint16_t), stream) != cudaSuccess) {
+        if (cudaMallocAsync((void **)&ws, (copy_back ? 4 : 2) * elems * sizeof(uint16_t), stream) != cudaSuccess) {
             (void)cudaGetLastError(); /* no room for the copies: run in the mask's order */
             ws = NULL;
             sorted = NULL;
@@ -149,6 +152,10 @@ extern "C" famask_status fm_cuda_attn(famask_ctx *ctx, famask_mask *mask, const 
             goto fail;
         if (!backward) {
             st = fm_cuda_fwd(ctx, sorted, &b);
+            goto fail;
+        }
+        if (!copy_back) {
+            st = fm_cuda_bwd_perm(ctx, sorted, &b, perm);
             goto fail;
         }
         b.dk = packed_tensor(ws + 2 * elems, a);
