@@ -954,12 +954,6 @@ tensor_view view(const famask_tensor &t)
     return v;
 }
 
-bool aligned16(const famask_tensor &t)
-{
-    return ((uintptr_t)t.data % 16) == 0 && t.stride_batch % 8 == 0 && t.stride_seq % 8 == 0 &&
-           t.stride_head % 8 == 0;
-}
-
 } // namespace
 
 extern "C" int fm_cuda_bwd_takes_perm(int head_dim)
@@ -987,14 +981,14 @@ extern "C" famask_status fm_cuda_bwd_perm(famask_ctx *ctx, famask_mask *mask, co
     if (a->dtype != FAMASK_DTYPE_BF16 && a->dtype != FAMASK_DTYPE_F16)
         return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED,
                         "dtype %d is not supported by the cuda backward (use bf16 or f16)", (int)a->dtype);
-    if (D != 32 && D != 64 && D != 96 && D != 128 && D != 256)
+    if (!fm_cuda_head_dim_ok(D))
         return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED,
                         "head_dim %d is not supported by the cuda backward (32, 64, 96, 128 or 256)", D);
     {
         const famask_tensor *ts[] = {&a->q, &a->k, &a->v, &a->o, &a->d_o, &a->dq, &a->dk, &a->dv};
         const char *names[] = {"q", "k", "v", "o", "d_o", "dq", "dk", "dv"};
         for (int i = 0; i < 8; i++)
-            if (!aligned16(*ts[i]))
+            if (!fm_cuda_aligned16(ts[i]))
                 return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED,
                                 "'%s' must be 16-byte aligned with strides that are multiples of 8 elements",
                                 names[i]);

@@ -395,12 +395,6 @@ static int fwd_block_k(int head_dim)
     return head_dim <= 32 ? 128 : 64;
 }
 
-static int aligned16(const famask_tensor *t)
-{
-    return ((uintptr_t)t->data % 16) == 0 && t->stride_batch % 8 == 0 && t->stride_seq % 8 == 0 &&
-           t->stride_head % 8 == 0;
-}
-
 extern "C" famask_status fm_cuda_fwd(famask_ctx *ctx, famask_mask *mask, const famask_attn_args *a)
 {
     famask_status st;
@@ -415,11 +409,12 @@ extern "C" famask_status fm_cuda_fwd(famask_ctx *ctx, famask_mask *mask, const f
                         "dtype %d is not supported by the cuda forward "
                         "(use bf16 or f16)",
                         (int)a->dtype);
-    if (!aligned16(&a->q) || !aligned16(&a->k) || !aligned16(&a->v) || !aligned16(&a->o))
+    if (!fm_cuda_aligned16(&a->q) || !fm_cuda_aligned16(&a->k) || !fm_cuda_aligned16(&a->v) ||
+        !fm_cuda_aligned16(&a->o))
         return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED,
                         "the cuda forward needs 16-byte aligned tensors with "
                         "strides that are multiples of 8 elements");
-    if (a->head_dim != 32 && a->head_dim != 64 && a->head_dim != 96 && a->head_dim != 128 && a->head_dim != 256)
+    if (!fm_cuda_head_dim_ok(a->head_dim))
         return fm_error(ctx, FAMASK_STATUS_UNSUPPORTED,
                         "head_dim %d is not supported by the cuda forward (supported: 32, 64, 96, 128, 256)",
                         a->head_dim);

@@ -34,6 +34,20 @@ famask_status fm_cuda_unfused_fwd(famask_ctx *ctx, famask_mask *mask, const fama
 /* Bytes of fp32 scores per tile of query rows in fm_cuda_unfused_fwd (default 1 GiB); tests lower it. */
 extern size_t fm_cuda_unfused_tile_bytes;
 
+/* 1 if the tensor's data is 16-byte aligned and its strides are multiples of 8 elements, as the kernels' 16-byte
+ * loads need. */
+static inline int fm_cuda_aligned16(const famask_tensor *t)
+{
+    return ((uintptr_t)t->data % 16) == 0 && t->stride_batch % 8 == 0 && t->stride_seq % 8 == 0 &&
+           t->stride_head % 8 == 0;
+}
+
+/* 1 for the head dims the kernels are built for. */
+static inline int fm_cuda_head_dim_ok(int head_dim)
+{
+    return head_dim == 32 || head_dim == 64 || head_dim == 96 || head_dim == 128 || head_dim == 256;
+}
+
 /* OK if the current device gives a block `bytes` of shared memory, else UNSUPPORTED naming `what` (forward,
  * backward) and head_dim. */
 famask_status fm_cuda_check_smem(famask_ctx *ctx, int bytes, const char *what, int head_dim);

@@ -58,26 +58,20 @@ __global__ void __launch_bounds__(256)
     }
 }
 
-int aligned16(const famask_tensor &t)
-{
-    return ((uintptr_t)t.data % 16) == 0 && t.stride_batch % 8 == 0 && t.stride_seq % 8 == 0 && t.stride_head % 8 == 0;
-}
-
 /* Whether the call can run in a key order at all (else it runs as it is, and the kernels report what they
  * refuse). */
 bool reorderable(const famask_mask *mask, const famask_attn_args *a, int backward)
 {
-    const int D = a->head_dim;
     if (a->dtype != FAMASK_DTYPE_BF16 && a->dtype != FAMASK_DTYPE_F16)
         return false;
-    if (D != 32 && D != 64 && D != 96 && D != 128 && D != 256)
+    if (!fm_cuda_head_dim_ok(a->head_dim))
         return false;
     const int heads_m = famask_mask_heads(mask);
     if (heads_m != 1 && heads_m != a->n_head_kv)
         return false;
-    if (!aligned16(a->k) || !aligned16(a->v))
+    if (!fm_cuda_aligned16(&a->k) || !fm_cuda_aligned16(&a->v))
         return false;
-    return !backward || (aligned16(a->dk) && aligned16(a->dv));
+    return !backward || (fm_cuda_aligned16(&a->dk) && fm_cuda_aligned16(&a->dv));
 }
 
 famask_tensor packed_tensor(uint16_t *data, const famask_attn_args *a)
@@ -126,6 +120,7 @@ extern "C" famask_status fm_cuda_attn(famask_ctx *ctx, famask_mask *mask, const 
     famask_mask *sorted = NULL;
     const int32_t *perm = NULL;
     uint16_t *ws = NULL;
+    const size_t elems = (size_t)a->batch * a->seq_len_k * a->n_head_kv * a->head_dim; /* of k */
 
     if (reorderable(mask, a, backward) &&
         (st = fm_cuda_mask_key_order(ctx, mask, a->stream, &sorted, &perm)) != FAMASK_STATUS_OK)
@@ -133,7 +128,6 @@ extern "C" famask_status fm_cuda_attn(famask_ctx *ctx, famask_mask *mask, const 
     /* the Hopper backward writes dk, dv through the permutation itself; the others write dk', dv' to copy back */
     const bool copy_back = backward && !fm_cuda_bwd_takes_perm(a->head_dim);
     if (sorted) {
-        const size_t elems = (size_t)a->batch * a->seq_len_k * a->n_head_kv * a->head_dim;
         if (cudaMallocAsync((void **)&ws, (copy_back ? 4 : 2) * elems * sizeof(uint16_t), stream) != cudaSuccess) {
             (void)cudaGetLastError(); /* no room for the copies: run in the mask's order */
             ws = NULL;
@@ -143,7 +137,6 @@ extern "C" famask_status fm_cuda_attn(famask_ctx *ctx, famask_mask *mask, const 
     if (!sorted)
         return backward ? fm_cuda_bwd(ctx, mask, a) : fm_cuda_fwd(ctx, mask, a);
     {
-        const size_t elems = (size_t)a->batch * a->seq_len_k * a->n_head_kv * a->head_dim;
         famask_attn_args b = *a;
         b.k = packed_tensor(ws, a);
         b.v = packed_tensor(ws + elems, a);
