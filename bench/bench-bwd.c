@@ -1,6 +1,7 @@
 /*
  * bench-bwd.c: times the cuda backward, fm_cuda_attn (CUDA events, warm-up, median of reps) on random normal inputs.
- * usage: bench-bwd B H Hkv N D mask det [reps]; mask: full causal swa doc cdoc evict
+ * usage: bench-bwd B H Hkv N D mask[,mask...] det [reps]; mask: full causal swa doc cdoc evict, or a saved mask's
+ * path (with a '/'; peers.py --save-masks writes its families)
  * (evict: causal, and half the keys evicted at a row drawn in (key, key + N/16], as peers.py's random_eviction)
  * Prints: mask, B, H, N, D, det, median ms, TFLOP/s (2.5 x 4 B H D visible pairs).
  * lse is set to log(visible keys of the row) + 0.5, what random normal scores give, so P stays in range.
@@ -8,6 +9,7 @@
 #include "famask.h"
 #include "kernels.h"
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,12 +25,15 @@ static double rnorm(void) { double u = rnd() + 1e-300, v = rnd(); return sqrt(-2
 static uint16_t bf16(float f) { uint32_t u; memcpy(&u, &f, 4); u += 0x7FFF + ((u >> 16) & 1); return u >> 16; }
 static int cmpf(const void *a, const void *b) { float x = *(const float *)a, y = *(const float *)b; return x < y ? -1 : x > y; }
 
-int main(int argc, char **argv)
+/* The mask `mk`: a name above, or a saved mask (a path with a '/', as peers.py --save-masks writes). */
+static famask_mask *make_mask(famask_ctx *ctx, const char *mk, int N)
 {
-    if (argc < 8) { fprintf(stderr, "usage: bench-bwd B H Hkv N D mask det [reps]\n"); return 2; }
-    int B = atoi(argv[1]), H = atoi(argv[2]), Hkv = atoi(argv[3]), N = atoi(argv[4]), D = atoi(argv[5]);
-    const char *mk = argv[6];
-    int det = atoi(argv[7]), reps = argc > 8 ? atoi(argv[8]) : 20;
+    famask_mask *m = NULL;
+    if (strchr(mk, '/')) {
+        if (famask_mask_load(ctx, mk, N, &m)) { fprintf(stderr, "%s: %s\n", mk, famask_ctx_errmsg(ctx)); return NULL; }
+        if (famask_mask_seq_len_k(m) != N) { fprintf(stderr, "%s: not %d keys\n", mk, N); return NULL; }
+        return m;
+    }
     int32_t *bd = malloc(sizeof(int32_t) * 4 * (size_t)N);
     for (int j = 0; j < N; j++) {
         int32_t *v = bd + 4 * j;
@@ -42,12 +47,19 @@ int main(int argc, char **argv)
             int r = j + 1 + (int)(rnd() * (N / 16));
             v[3] = j;
             if (j < N - 1 && rnd() < 0.5) v[0] = r < N ? r : N;
-        }
+        } else if (strcmp(mk, "full")) { fprintf(stderr, "unknown mask '%s'\n", mk); free(bd); return NULL; }
     }
+    if (famask_mask_from_vectors(ctx, 1, 1, N, N, bd, &m)) fprintf(stderr, "%s\n", famask_ctx_errmsg(ctx));
+    free(bd);
+    return m;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 8) { fprintf(stderr, "usage: bench-bwd B H Hkv N D mask[,mask...] det [reps]\n"); return 2; }
+    int B = atoi(argv[1]), H = atoi(argv[2]), Hkv = atoi(argv[3]), N = atoi(argv[4]), D = atoi(argv[5]);
+    int det = atoi(argv[7]), reps = argc > 8 ? atoi(argv[8]) : 20;
     famask_ctx *ctx; famask_ctx_create(&ctx);
-    famask_mask *m = NULL;
-    if (famask_mask_from_vectors(ctx, 1, 1, N, N, bd, &m)) { fprintf(stderr, "%s\n", famask_ctx_errmsg(ctx)); return 1; }
-    int64_t vis = famask_mask_count_visible(m, 0, 0);
     int64_t nq = (int64_t)B * N * H * D, nk = (int64_t)B * N * Hkv * D;
     uint16_t *h = malloc(2 * nq);
     void *d[8];
@@ -57,21 +69,8 @@ int main(int argc, char **argv)
         for (int64_t e = 0; e < n[i]; e++) h[e] = bf16((float)(i == 3 ? 0.3 * rnorm() : rnorm()));
         cudaMemcpy(d[i], h, 2 * n[i], cudaMemcpyHostToDevice);
     }
-    /* visible keys per row, from the vectors */
-    int *cnt = calloc(N + 1, sizeof(int));
-    for (int j = 0; j < N; j++) {
-        int32_t *v = famask_mask_bounds(m) == NULL ? NULL : (int32_t *)famask_mask_bounds(m) + 4 * j;
-        cnt[0]++; cnt[N]--;
-        cnt[v[0]]--; cnt[v[1]]++; cnt[v[2]]--; cnt[v[3]]++;
-    }
-    float *lse = malloc(sizeof(float) * (size_t)B * H * N);
-    int run = 0;
-    for (int i = 0; i < N; i++) {
-        run += cnt[i];
-        for (int bh = 0; bh < B * H; bh++) lse[(int64_t)bh * N + i] = run > 0 ? logf((float)run) + 0.5f : -INFINITY;
-    }
-    float *dl; cudaMalloc((void **)&dl, sizeof(float) * B * H * N);
-    cudaMemcpy(dl, lse, sizeof(float) * B * H * N, cudaMemcpyHostToDevice);
+    float *lse = malloc(sizeof(float) * (size_t)B * H * N), *dl;
+    cudaMalloc((void **)&dl, sizeof(float) * B * H * N);
     famask_attn_args a; memset(&a, 0, sizeof a);
     a.batch = B; a.n_head = H; a.n_head_kv = Hkv; a.seq_len_q = a.seq_len_k = N; a.head_dim = D;
     a.dtype = FAMASK_DTYPE_BF16; a.deterministic = det; a.lse = dl; a.device = FAMASK_DEVICE_CUDA;
@@ -81,21 +80,48 @@ int main(int argc, char **argv)
         ts[i]->data = d[i]; ts[i]->stride_batch = (int64_t)hh * N * D; ts[i]->stride_head = (int64_t)N * D; ts[i]->stride_seq = D;
     }
     cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
-    for (int w = 0; w < 3; w++)
-        if (fm_cuda_attn(ctx, m, &a, 1)) { fprintf(stderr, "bwd: %s\n", famask_ctx_errmsg(ctx)); return 1; }
     float *ms = malloc(sizeof(float) * reps);
-    for (int r = 0; r < reps; r++) {
-        cudaEventRecord(e0, 0);
-        fm_cuda_attn(ctx, m, &a, 1);
-        cudaEventRecord(e1, 0);
-        cudaEventSynchronize(e1);
-        cudaEventElapsedTime(&ms[r], e0, e1);
+    int *cnt = malloc(sizeof(int) * (N + 1));
+    char *list = strdup(argv[6]), *save = NULL;
+    for (char *mk = strtok_r(list, ",", &save); mk; mk = strtok_r(NULL, ",", &save)) {
+        famask_mask *m = make_mask(ctx, mk, N);
+        if (!m) return 1;
+        int64_t vis = famask_mask_count_visible(m, 0, 0);
+        /* visible keys per row, from the vectors */
+        const int32_t *bv = famask_mask_bounds(m);
+        memset(cnt, 0, sizeof(int) * (N + 1));
+        for (int j = 0; j < N; j++) {
+            const int32_t *v = bv + 4 * j;
+            cnt[0]++; cnt[N]--;
+            cnt[v[0]]--; cnt[v[1]]++; cnt[v[2]]--; cnt[v[3]]++;
+        }
+        int run = 0;
+        for (int i = 0; i < N; i++) {
+            run += cnt[i];
+            for (int bh = 0; bh < B * H; bh++) lse[(int64_t)bh * N + i] = run > 0 ? logf((float)run) + 0.5f : -INFINITY;
+        }
+        cudaMemcpy(dl, lse, sizeof(float) * B * H * N, cudaMemcpyHostToDevice);
+        for (int w = 0; w < 3; w++)
+            if (fm_cuda_attn(ctx, m, &a, 1)) { fprintf(stderr, "bwd: %s\n", famask_ctx_errmsg(ctx)); return 1; }
+        /* a library built with FM_BWD_PROF (kernels/bwd-sm90.cu) counts the kernels' phases: those of the timed runs */
+        void (*prof)(const char *) = (void (*)(const char *))dlsym(RTLD_DEFAULT, "fm_bwd_prof_print");
+        if (prof) prof(NULL);
+        for (int r = 0; r < reps; r++) {
+            cudaEventRecord(e0, 0);
+            fm_cuda_attn(ctx, m, &a, 1);
+            cudaEventRecord(e1, 0);
+            cudaEventSynchronize(e1);
+            cudaEventElapsedTime(&ms[r], e0, e1);
+        }
+        cudaError_t err = cudaDeviceSynchronize();
+        qsort(ms, reps, sizeof(float), cmpf);
+        double t = ms[reps / 2];
+        double flops = 2.5 * 4.0 * B * H * (double)D * (double)vis;
+        const char *base = strrchr(mk, '/') ? strrchr(mk, '/') + 1 : mk;
+        printf("famask bwd mask %-6s B %d H %d Hkv %d N %d D %d det %d: %.3f ms %.1f TFLOP/s (min %.3f) %s\n", base, B,
+               H, Hkv, N, D, det, t, flops / t / 1e9, ms[0], err ? cudaGetErrorString(err) : "");
+        if (prof) prof(base);
+        famask_mask_free(m);
     }
-    cudaError_t err = cudaDeviceSynchronize();
-    qsort(ms, reps, sizeof(float), cmpf);
-    double t = ms[reps / 2];
-    double flops = 2.5 * 4.0 * B * H * (double)D * (double)vis;
-    printf("famask bwd mask %-6s B %d H %d Hkv %d N %d D %d det %d: %.3f ms %.1f TFLOP/s (min %.3f) %s\n", mk, B, H, Hkv,
-           N, D, det, t, flops / t / 1e9, ms[0], err ? cudaGetErrorString(err) : "");
     return 0;
 }

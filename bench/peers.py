@@ -307,6 +307,23 @@ class Family:
         return m, "builder", None
 
 
+def save_masks(fm, opt):
+    """Each family's famask mask at each size, saved as DIR/<family>-<N>.fmask."""
+    fm.lib.famask_mask_save.argtypes = [c_void_p, c_void_p, c_char_p, c_int]
+    os.makedirs(opt.save_masks, exist_ok=True)
+    for n, _, _ in opt.sizes:
+        for name in opt.masks:
+            m, _, _ = Family(name, n).famask_mask(fm)
+            path = os.path.join(opt.save_masks, "%s-%d.fmask" % (name, n))
+            st = fm.lib.famask_mask_save(fm.ctx, m, path.encode(), 1)
+            fm.free(m)
+            if st != STATUS_OK:
+                print("save %s: %s" % (path, fm.status_text(st)), file=sys.stderr)
+                return 1
+            print(path)
+    return 0
+
+
 def selftest(fm, lengths):
     """Every family's famask mask against its mask_mod, pair by pair, and the visible count."""
     bad = 0
@@ -647,6 +664,8 @@ def main():
     ap.add_argument("--label", default="", help="stored in every JSON line (e.g. the famask commit)")
     ap.add_argument("--table", nargs="+", metavar="JSONL", help="print the markdown table of earlier runs and exit")
     ap.add_argument("--selftest", action="store_true", help="check the mask families on the CPU and exit")
+    ap.add_argument("--save-masks", metavar="DIR",
+                    help="write each family's mask at each size to DIR/<family>-<N>.fmask (for bench-bwd) and exit")
     opt = ap.parse_args()
     if opt.table:
         rows = []
@@ -664,11 +683,13 @@ def main():
     opt.no_famask = opt.no_famask or opt.dry
     if opt.reps < 10:
         print("note: fewer than 10 timed runs (--reps %d)" % opt.reps, file=sys.stderr)
-    if not opt.selftest:
+    if not opt.selftest and not opt.save_masks:
         import torch  # noqa: F401  (loads libcublas.so.13, which libfamask.so needs, before the CDLL)
     fm = Famask(opt.lib)
     if opt.selftest:
         return selftest(fm, [16, 37, 130, 300])
+    if opt.save_masks:
+        return save_masks(fm, opt)
     return run_gpu(fm, opt)
 
 

@@ -45,6 +45,41 @@
 #include <string.h>
 #include <type_traits>
 
+/* FM_BWD_PROF (a measurement build only, never a normal one): thread 0 of every CTA of both kernels adds the clock
+ * cycles between its marks into per-phase counters, which fm_bwd_prof_print prints (bench/bench-bwd.c calls it
+ * where the library has it). A phase is the time since the mark before; see the PROF calls for what each covers. */
+#ifdef FM_BWD_PROF
+#include <stdio.h>
+__device__ unsigned long long fm_bwd_prof[2][16];
+#define PROF_INIT()                                                                                                 \
+    __shared__ unsigned long long prof_acc[16];                                                                     \
+    long long prof_t = clock64();                                                                                   \
+    if (threadIdx.x == 0)                                                                                           \
+        for (int i_ = 0; i_ < 16; i_++)                                                                             \
+            prof_acc[i_] = 0;
+#define PROF(i)                                                                                                     \
+    if (threadIdx.x == 0) {                                                                                         \
+        const long long n_ = clock64();                                                                             \
+        prof_acc[i] += n_ - prof_t;                                                                                 \
+        prof_t = n_;                                                                                                \
+    }
+#define PROF_COUNT(i)                                                                                               \
+    if (threadIdx.x == 0)                                                                                           \
+        prof_acc[i]++;
+#define PROF_END(k)                                                                                                 \
+    if (threadIdx.x == 0) {                                                                                         \
+        PROF(12);                                                                                                   \
+        for (int i_ = 0; i_ < 16; i_++)                                                                             \
+            atomicAdd(&fm_bwd_prof[k][i_], prof_acc[i_]);                                                           \
+        atomicAdd(&fm_bwd_prof[k][15], 1ull);                                                                       \
+    }
+#else
+#define PROF_INIT()
+#define PROF(i)
+#define PROF_COUNT(i)
+#define PROF_END(k)
+#endif
+
 namespace
 {
 
@@ -442,6 +477,7 @@ __device__ __forceinline__ void bwd_sm90_body(const bwd_params &p, const bwd_map
         return false;
     };
 
+    PROF_INIT();
     mbar_init_all(sBar, 4);
 
     kv_item it;
@@ -467,8 +503,11 @@ __device__ __forceinline__ void bwd_sm90_body(const bwd_params &p, const bwd_map
         const int k0 = it.kb * BN, walk_end = LIST && it.e >= 0 ? sc.list[it.e].end : INT32_MAX;
         const bool key_tail = k0 + BN > p.seq_len_k;
         const uint32_t k_wg = sK + 2 * ks * TK + wg * 64 * 128, v_wg = k_wg + TK; /* this warpgroup's key rows */
+        PROF_COUNT(14);
+        PROF(0); /* item start */
         mbar_wait(sBar + 8 * (2 + ks), (phase >> (2 + ks)) & 1);
         phase ^= 1u << (2 + ks);
+        PROF(1); /* wait for K, V */
         kv_item nit = it;
         bool nhave = true, last = false;
         while (!last) {
@@ -478,6 +517,8 @@ __device__ __forceinline__ void bwd_sm90_body(const bwd_params &p, const bwd_map
              * sees Q and dO land; the barrier and the next loads are issued while they run. */
             mbar_wait(sBar + 8 * st, (phase >> st) & 1);
             phase ^= 1u << st;
+            PROF_COUNT(13);
+            PROF(2); /* wait for Q, dO */
             float s[BM / 2], dp[BM / 2];
             wg_fence();
             wg_gemm_kk<T, D, BM>(s, k_wg, BN, qst, BM);
@@ -485,6 +526,7 @@ __device__ __forceinline__ void bwd_sm90_body(const bwd_params &p, const bwd_map
             wg_commit();
             int nhi = hi, nt = tt + 1, ncls = 0;
             last = !next_query_tile<BM>(p, wk, n_kb, it.kb, it.hkv, it.b, group, &nhi, &nt, &ncls, walk_end);
+            PROF(3); /* S, dP issued; the next tile */
             if (last && tid == 0)
                 slot[ks] = fetched;
             if (last && tid % 128 == 32)
@@ -492,17 +534,21 @@ __device__ __forceinline__ void bwd_sm90_body(const bwd_params &p, const bwd_map
             fm_cp_async_wait<0>();
             __syncthreads(); /* L, Dd and bounds of tile tt landed for everyone; everyone is done with the other Q
                               * stage and the other K stage; slot[ks] is written */
+            PROF(4); /* cp.async wait, CTA barrier */
             if (!last) {
                 load_tile(it, nhi, nt, st ^ 1, ncls);
+                PROF(5); /* next tile's loads */
             } else {
                 nhave = find_item(slot[ks], &nit, &wk, &nhi, &nt, &ncls);
                 if (nhave) {
                     load_kv(nit, ks ^ 1);
                     load_tile(nit, nhi, nt, st ^ 1, ncls);
                 }
+                PROF(6); /* next item found, its loads */
             }
             fm_cp_async_commit();
             wg_wait<0>();
+            PROF(7); /* S, dP products */
 
             /* P^T and dS^T; element s[4 n + 2 hh + e] is key key_a + 8 hh, query q0 + 8 n + 2 t + e. On partial
              * tiles and the ragged last key block, masked elements get a scaled score of -inf before the exp2,
@@ -555,12 +601,14 @@ __device__ __forceinline__ void bwd_sm90_body(const bwd_params &p, const bwd_map
                     da[kk][x] = dt::pack(dp[8 * kk + 2 * x], dp[8 * kk + 2 * x + 1]);
                 }
             }
+            PROF(8); /* P, dS */
             /* dV += P^T dO, dK += dS^T Q */
             wg_fence();
             wg_gemm_rn<T, BM, D>(dv, pa, dost, BM);
             wg_gemm_rn<T, BM, D>(dk, da, qst, BM);
             wg_commit();
             wg_wait<0>();
+            PROF(9); /* dV, dK products */
 
             hi = nhi;
             tt = nt;
@@ -572,6 +620,7 @@ __device__ __forceinline__ void bwd_sm90_body(const bwd_params &p, const bwd_map
             const sched_entry en = sc.list[it.e];
             put_part<D / 2>(sc, en, 0, dk);
             put_part<D / 2>(sc, en, D / 2, dv);
+            PROF(10);
             it = nit;
             have = nhave;
             ks ^= 1;
@@ -612,6 +661,7 @@ __device__ __forceinline__ void bwd_sm90_body(const bwd_params &p, const bwd_map
             tma_store_tile<D>(&m.out0, m.out0_seq_major, sdk + wg * 64 * 128, BN * 128, k0 + wg * 64, it.hkv, it.b);
             tma_store_tile<D>(&m.out1, m.out1_seq_major, sdv + wg * 64 * 128, BN * 128, k0 + wg * 64, it.hkv, it.b);
         }
+        PROF(10); /* epilogue */
         it = nit;
         have = nhave;
         ks ^= 1;
@@ -619,6 +669,8 @@ __device__ __forceinline__ void bwd_sm90_body(const bwd_params &p, const bwd_map
     fm_cp_async_wait<0>();
     if (tid % 128 == 32)
         bulk_wait<0>();
+    PROF(11);
+    PROF_END(0);
 }
 #endif
 
@@ -760,6 +812,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
         return false;
     };
 
+    PROF_INIT();
     mbar_init_all(sBar, 3);
 
     q_item it;
@@ -787,8 +840,11 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
         const int r1 = min(it.r0 + QB, p.seq_len_q);
         const fm_block_summary *sums = mask_sums(it);
         const float *fL = fLD + ls * 2 * QB, *fD = fL + QB;
+        PROF_COUNT(14);
+        PROF(0); /* item start */
         mbar_wait(sBar + 16, (phase >> 2) & 1);
         phase ^= 1u << 2;
+        PROF(1); /* wait for Q, dO */
         q_item nit = it;
         bool nhave = true, last = false;
         while (!last) {
@@ -798,6 +854,8 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
              * issued while they run. */
             mbar_wait(sBar + 8 * st, (phase >> st) & 1);
             phase ^= 1u << st;
+            PROF_COUNT(13);
+            PROF(2); /* wait for K, V */
             float s[BN / 2], dp[BN / 2];
             wg_fence();
             wg_gemm_kk<T, D, BN>(s, q_wg, QB, kst, BN);
@@ -806,6 +864,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
             int ncls = FM_TILE_SKIPPED;
             int next = next_live(scan, sums, kb + 1, it.kb_end, it.r0, r1, &ncls);
             last = next >= it.kb_end;
+            PROF(3); /* S, dP issued; the next block */
             if (last && tid == 0)
                 slot[ls] = fetched;
             if (stored && tid % 128 == 32)
@@ -823,15 +882,19 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
             }
             __syncthreads(); /* the row masks of block kb are written; everyone is done with the other stage;
                               * slot[ls] is written */
+            PROF(4); /* cp.async wait, row masks, CTA barrier */
             if (!last) {
                 load_kv(it, next, ncls, st ^ 1);
+                PROF(5); /* next block's loads */
             } else {
                 nhave = find_item(slot[ls], &nit, &scan, &next, &ncls);
                 if (nhave)
                     load_kv(nit, next, ncls, st ^ 1);
+                PROF(6); /* next item found, its first block's loads */
             }
             fm_cp_async_commit();
             wg_wait<0>();
+            PROF(7); /* S, dP products */
             if (last) {
                 /* both warpgroups are done with Q, dO and this stage's V: the next item's Q and dO go out (its L
                  * and Dd to the other stage, this item's are read below), and V takes the dQ tile below */
@@ -840,6 +903,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
                     load_q(nit, ls ^ 1);
                     fm_cp_async_commit();
                 }
+                PROF(8); /* warpgroups' barrier, next Q and dO */
             }
 
             /* dS = P (dP - Dd); element 4 n + 2 hh + e is row rl + 8 hh, key c0 + 8 n + 2 t + e. Masked elements
@@ -873,10 +937,12 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
 #pragma unroll
                 for (int x = 0; x < 4; x++)
                     da[kk][x] = dt::pack(dp[8 * kk + 2 * x], dp[8 * kk + 2 * x + 1]);
+            PROF(9); /* dS */
             wg_fence();
             wg_gemm_rn<T, BN, D>(dq, da, kst, BN);
             wg_commit();
             wg_wait<0>();
+            PROF(10); /* dQ product */
             kb = next;
             cls = ncls;
             st ^= 1;
@@ -884,6 +950,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
 
         if (LIST && it.e >= 0) { /* a chunk: its partial sums (bwd_sum_kernel adds them up) */
             put_part<D / 2>(sc, sc.list[it.e], 0, dq);
+            PROF(11);
             it = nit;
             have = nhave;
             ls ^= 1;
@@ -904,6 +971,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
         stored = true;
         if (tid % 128 == 32) /* not thread 0, whose waits would then also cover its loads */
             tma_store_tile<D>(&m.out0, m.out0_seq_major, sdq + wg * 64 * 128, BN * 128, it.r0 + wg * 64, it.h, it.b);
+        PROF(11); /* epilogue */
         it = nit;
         have = nhave;
         ls ^= 1;
@@ -913,6 +981,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
         bulk_wait<0>();
     /* done only when the main kernel is (its dK and dV written): what follows in the stream waits for this grid */
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    PROF_END(1);
 }
 #endif
 
@@ -1115,6 +1184,36 @@ cudaError_t fm_bwd_sm90_sched(bwd_params *p, int head_dim, void *mem, size_t *by
     *bytes = at;
     return cudaSuccess;
 }
+
+#ifdef FM_BWD_PROF
+/* Prints the phase counters since the last call (label NULL: prints nothing) and zeroes them. */
+extern "C" void fm_bwd_prof_print(const char *label)
+{
+    static const char *names[2][13] = {
+        {"item start", "wait K,V", "wait Q,dO", "S,dP issue+walk", "cp.async+barrier", "tile loads", "find item+loads",
+         "S,dP products", "P,dS", "dV,dK products", "epilogue", "tail", "end"},
+        {"item start", "wait Q,dO", "wait K,V", "S,dP issue+scan", "cp.async+masks+barrier", "block loads",
+         "find item+loads", "S,dP products", "wg barrier+Q,dO", "dS", "dQ product", "epilogue", "end"}};
+    unsigned long long h[2][16];
+    cudaDeviceSynchronize();
+    cudaMemcpyFromSymbol(h, fm_bwd_prof, sizeof h);
+    const unsigned long long zero[2][16] = {};
+    cudaMemcpyToSymbol(fm_bwd_prof, zero, sizeof zero);
+    if (!label)
+        return;
+    for (int k = 0; k < 2; k++) {
+        unsigned long long total = 0;
+        for (int i = 0; i < 13; i++)
+            total += h[k][i];
+        printf("prof %s %s: CTAs %llu, items %llu, tiles %llu, cycles per CTA %.0f\n", label, k ? "dQ pass" : "main",
+               h[k][15], h[k][14], h[k][13], h[k][15] ? (double)total / h[k][15] : 0.0);
+        for (int i = 0; i < 13; i++)
+            printf("prof %s %s   %-24s %5.1f%%  %7.0f per item  %6.0f per tile\n", label, k ? "dQ" : "main", names[k][i],
+                   total ? 100.0 * h[k][i] / total : 0.0, h[k][14] ? (double)h[k][i] / h[k][14] : 0.0,
+                   h[k][13] ? (double)h[k][i] / h[k][13] : 0.0);
+    }
+}
+#endif
 
 cudaError_t fm_bwd_dq_sm90(const bwd_params &p, int head_dim, int is_bf16, cudaStream_t stream)
 {
