@@ -31,7 +31,11 @@ static famask_mask *make_mask(famask_ctx *ctx, const char *mk, int N)
     famask_mask *m = NULL;
     if (strchr(mk, '/')) {
         if (famask_mask_load(ctx, mk, N, &m)) { fprintf(stderr, "%s: %s\n", mk, famask_ctx_errmsg(ctx)); return NULL; }
-        if (famask_mask_seq_len_k(m) != N) { fprintf(stderr, "%s: not %d keys\n", mk, N); return NULL; }
+        if (famask_mask_seq_len_k(m) != N || famask_mask_batch(m) != 1 || famask_mask_heads(m) != 1) {
+            fprintf(stderr, "%s: bench-bwd takes one (batch, head) slice of %d x %d\n", mk, N, N);
+            famask_mask_free(m);
+            return NULL;
+        }
         return m;
     }
     int32_t *bd = malloc(sizeof(int32_t) * 4 * (size_t)N);
@@ -82,6 +86,8 @@ int main(int argc, char **argv)
     cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
     float *ms = malloc(sizeof(float) * reps);
     int *cnt = malloc(sizeof(int) * (N + 1));
+    /* a library built with FM_BWD_PROF (kernels/bwd-sm90.cu) counts the kernels' phases: those of the timed runs */
+    void (*prof)(const char *) = (void (*)(const char *))dlsym(RTLD_DEFAULT, "fm_bwd_prof_print");
     char *list = strdup(argv[6]), *save = NULL;
     for (char *mk = strtok_r(list, ",", &save); mk; mk = strtok_r(NULL, ",", &save)) {
         famask_mask *m = make_mask(ctx, mk, N);
@@ -103,8 +109,6 @@ int main(int argc, char **argv)
         cudaMemcpy(dl, lse, sizeof(float) * B * H * N, cudaMemcpyHostToDevice);
         for (int w = 0; w < 3; w++)
             if (fm_cuda_attn(ctx, m, &a, 1)) { fprintf(stderr, "bwd: %s\n", famask_ctx_errmsg(ctx)); return 1; }
-        /* a library built with FM_BWD_PROF (kernels/bwd-sm90.cu) counts the kernels' phases: those of the timed runs */
-        void (*prof)(const char *) = (void (*)(const char *))dlsym(RTLD_DEFAULT, "fm_bwd_prof_print");
         if (prof) prof(NULL);
         for (int r = 0; r < reps; r++) {
             cudaEventRecord(e0, 0);
@@ -120,6 +124,7 @@ int main(int argc, char **argv)
         const char *base = strrchr(mk, '/') ? strrchr(mk, '/') + 1 : mk;
         printf("famask bwd mask %-6s B %d H %d Hkv %d N %d D %d det %d: %.3f ms %.1f TFLOP/s (min %.3f) %s\n", base, B,
                H, Hkv, N, D, det, t, flops / t / 1e9, ms[0], err ? cudaGetErrorString(err) : "");
+        if (err) return 1;
         if (prof) prof(base);
         famask_mask_free(m);
     }

@@ -310,7 +310,11 @@ class Family:
 def save_masks(fm, opt):
     """Each family's famask mask at each size, saved as DIR/<family>-<N>.fmask."""
     fm.lib.famask_mask_save.argtypes = [c_void_p, c_void_p, c_char_p, c_int]
-    os.makedirs(opt.save_masks, exist_ok=True)
+    try:
+        os.makedirs(opt.save_masks, exist_ok=True)
+    except OSError as e:
+        print("--save-masks %s: %s" % (opt.save_masks, e.strerror), file=sys.stderr)
+        return 1
     for n, _, _ in opt.sizes:
         for name in opt.masks:
             m, _, _ = Family(name, n).famask_mask(fm)
