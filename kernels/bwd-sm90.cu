@@ -96,13 +96,6 @@ struct bwd_maps {
     int q_seq_major, do_seq_major, kv_seq_major, out0_seq_major, out1_seq_major;
 };
 
-template <int D> constexpr int smem_bytes()
-{
-    /* two stages of K and V; two stages of Q and dO; two stages of (L, Dd); two stages of the keys' bounds; four
-     * mbarriers and four ints; 1024 for aligning the base */
-    return 1024 + 2 * 2 * BN * D * 2 + 2 * 2 * BM * D * 2 + 2 * 2 * BM * 4 + 2 * BN * 16 + 4 * 8 + 4 * 4;
-}
-
 /* Zeroes rows [0, n) of a [rows, D] view (row stride ss elements): the outputs of a work item with nothing live.
  * Every thread of the CTA takes part. */
 template <typename T, int D> __device__ __forceinline__ void zero_rows(T *dst, int64_t ss, int n)
@@ -164,18 +157,6 @@ __device__ __forceinline__ T *kv_out_row(const bwd_params &p, const tensor_view 
         row =
             p.kv_perm[((int64_t)(p.batch_m == 1 ? 0 : b) * p.heads_m + (p.heads_m == 1 ? 0 : hkv)) * p.seq_len_k + row];
     return out_row<T>(v, b, hkv, row);
-}
-
-/* Zeroes rows [k0, k0 + n) of dK and dV of kv head hkv of batch b (through the key order): the outputs of a work
- * item with nothing live. Every thread of the CTA takes part. */
-template <typename T, int D>
-__device__ __forceinline__ void zero_kv_rows(const bwd_params &p, int b, int hkv, int k0, int n)
-{
-    for (int c = threadIdx.x; c < n * (D / 8); c += NTHREADS) {
-        const int r = k0 + c / (D / 8), x = (c % (D / 8)) * 8;
-        *reinterpret_cast<uint4 *>(kv_out_row<T>(p, p.dk, b, hkv, r) + x) = make_uint4(0, 0, 0, 0);
-        *reinterpret_cast<uint4 *>(kv_out_row<T>(p, p.dv, b, hkv, r) + x) = make_uint4(0, 0, 0, 0);
-    }
 }
 
 /* ---- schedule -------------------------------------------------------------------------------------------- */
@@ -324,10 +305,12 @@ __global__ void __launch_bounds__(256) plan_list_kernel(const bwd_params p, int 
     }
 }
 
-/* A chunk's N partial sums per thread (v) into its slot from value `at` on. */
-template <int N> __device__ __forceinline__ void put_part(const bwd_sched &s, const sched_entry &e, int at, const float *v)
+/* A chunk's N partial sums per thread (v) into its slot from value `at` on; tid: the thread's place among the
+ * kernel's NTHREADS computing threads. */
+template <int N>
+__device__ __forceinline__ void put_part(const bwd_sched &s, const sched_entry &e, int at, const float *v, int tid)
 {
-    float *dst = s.part + ((int64_t)e.slot * s.nv + at) * NTHREADS + threadIdx.x;
+    float *dst = s.part + ((int64_t)e.slot * s.nv + at) * NTHREADS + tid;
 #pragma unroll
     for (int i = 0; i < N; i++)
         __stcg(dst + i * NTHREADS, v[i]);
@@ -369,15 +352,61 @@ __device__ __forceinline__ int claim_item(int *counter, volatile int *slot)
 }
 #endif
 
-/* Persistent: min(items, multiprocessors) CTAs; CTA c starts with item c, then takes G + counters[0] (zeroed by
- * the preprocess) each time it starts an item, so that it knows its next item before its last tile: the next
- * item's K and V (the other stage) and first Q and dO tile go out during that tile, and the item's epilogue
- * overlaps them. */
+/* The main kernel's CTA: a producer warpgroup (only its first warp works) and two consumer warpgroups.
+ * The producer finds the work items and walks their live query tiles. It hands each to the consumers through
+ * shared memory: an item's K and V (TMA) and a tile's Q, dO (TMA), L, Dd and, for a partial tile or the ragged
+ * last key block, the keys' bounds (bulk copies). Each stage has a full and an empty mbarrier, and its item or
+ * tile description sits beside it. Consumer warpgroup c owns keys 64c..64c+63 of the item's key block. It only
+ * waits for full stages, computes, and frees the stage.
+ * (The first version had both warpgroups compute and thread 0 issue every load, with a CTA barrier per tile; the
+ * FM_BWD_PROF counters put the loads' issue at 700-800 cycles of a tile's 3300-4200 on the critical path.) */
+constexpr int WS_THREADS = 384;
+
+struct ws_item_info {
+    int kb, hkv, b, e; /* kb < 0: no more items */
+};
+struct ws_tile_info {
+    int q0, cls, last, pad;
+};
+
+template <int D> constexpr int ws_smem_bytes()
+{
+    /* two stages of K and V; two of Q and dO; two of (L, Dd); two of the keys' bounds; eight mbarriers; two item
+     * and two tile descriptions; 1024 for aligning the base */
+    return 1024 + 2 * 2 * BN * D * 2 + 2 * 2 * BM * D * 2 + 2 * 2 * BM * 4 + 2 * BN * 16 + 8 * 8 + 2 * 16 + 2 * 16;
+}
+
 #ifdef FM_SM90_BODY
-/* LIST: the plan's list is not empty (n_list entries). Compiled twice so that the usual case, no list, keeps its
- * registers: with the list's bookkeeping the head dim 128 kernel spilled and ran 2-4% slower on short walks. */
+/* Registers per thread after setmaxnreg. The three warpgroups share what the launch gave them, 168 each
+ * (65536 / 384 rounded down to 8): 128 x (56 + 2 x 224) = 128 x 3 x 168; asking for more waits forever. The
+ * consumers' code at head dim 128 needs about 224 (216: 976 bytes of spills). */
+constexpr int PRODUCER_REGS = 56, CONSUMER_REGS = 224;
+
+template <int N> __device__ __forceinline__ void reg_dealloc()
+{
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+template <int N> __device__ __forceinline__ void reg_alloc()
+{
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar)
+{
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+/* bytes (a multiple of 16) from global src to shared dst, both 16-byte aligned, completing on bar. */
+__device__ __forceinline__ void bulk_load(uint32_t dst, const void *src, uint32_t bytes, uint32_t bar)
+{
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                     dst),
+                 "l"(src), "r"(bytes), "r"(bar)
+                 : "memory");
+}
+
+/* LIST: the plan's list is not empty (n_list entries). Compiled twice so that the usual case, no list, keeps the
+ * producer's registers. */
 template <typename T, int D, bool LIST>
-__device__ __forceinline__ void bwd_sm90_body(const bwd_params &p, const bwd_maps &m, const int n_list)
+__device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_maps &m, const int n_list)
 {
     using dt = fm_dtype<T>;
     constexpr int TK = BN * D * 2, TQ = BM * D * 2;
@@ -392,169 +421,182 @@ __device__ __forceinline__ void bwd_sm90_body(const bwd_params &p, const bwd_map
     const uint32_t sdO = sQ + 2 * TQ; /* two stages */
     const uint32_t sLD = sdO + 2 * TQ;
     const uint32_t sBd = sLD + 2 * 2 * BM * 4;
-    const uint32_t sBar = sBd + 2 * BN * 16; /* bar[0], bar[1]: a stage of Q and dO; bar[2], bar[3]: of K and V */
+    const uint32_t sBar = sBd + 2 * BN * 16; /* kv_full[2], kv_empty[2], q_full[2], q_empty[2] */
+    const uint32_t kv_full = sBar, kv_empty = sBar + 16, q_full = sBar + 32, q_empty = sBar + 48;
     const float *fLD = reinterpret_cast<const float *>(smem + (sLD - base)); /* [stage][L, Dd][BM] */
     const int4 *fBd = reinterpret_cast<const int4 *>(smem + (sBd - base));   /* [stage][BN] */
-    volatile int *slot = reinterpret_cast<int *>(smem + (sBar - base) + 4 * 8); /* [2]: next items; [2]: claims */
+    ws_item_info *items = reinterpret_cast<ws_item_info *>(smem + (sBar - base) + 64); /* [2] */
+    ws_tile_info *tiles = reinterpret_cast<ws_tile_info *>(smem + (sBar - base) + 96); /* [2] */
 
-    const int tid = threadIdx.x, wg = tid / 128, warp = (tid / 32) % 4, lane = tid % 32;
-    const int g = lane / 4, t = lane % 4;
+    const int tid = threadIdx.x, wg = tid / 128;
     const int group = p.n_head / p.n_head_kv;
     const int n_kb = (p.seq_len_k + BN - 1) / BN, n_qtiles = (p.seq_len_q + BM - 1) / BM;
     const bwd_sched &sc = p.sched[0];
-    const int n_items = n_list + n_kb * p.n_head_kv * p.batch; /* the plan's list, then every item in order */
 
-    /* K and V of item x into stage ks (TMA). */
-    auto load_kv = [&](const kv_item &x, int ks) {
-        if (tid == 0) {
-            const uint32_t bar = sBar + 8 * (2 + ks);
-            mbar_expect_tx(bar, 2 * TK);
-            tma_tile<D>(&m.k, m.kv_seq_major, sK + 2 * ks * TK, BN, x.kb * BN, x.hkv, x.b, bar);
-            tma_tile<D>(&m.v, m.kv_seq_major, sK + (2 * ks + 1) * TK, BN, x.kb * BN, x.hkv, x.b, bar);
+    if (tid == 0) {
+        for (int s = 0; s < 2; s++) {
+            mbar_init(kv_full + 8 * s, 1);
+            mbar_init(kv_empty + 8 * s, 2);
+            mbar_init(q_full + 8 * s, 1);
+            mbar_init(q_empty + 8 * s, 8); /* each consumer warp */
         }
-    };
-    /* Q, dO (TMA), L, Dd and, for a partial tile or the ragged last key block, the keys' bounds (cp.async) of
-     * query tile tt of head-in-group hi of item x into stage st. */
-    auto load_tile = [&](const kv_item &x, int hi, int tt, int st, int tcls) {
-        const int h = x.hkv * group + hi, q0 = tt * BM, k0 = x.kb * BN;
-        const uint32_t bar = sBar + 8 * st;
-        if (tid == 0) {
-            mbar_expect_tx(bar, 2 * TQ);
-            tma_tile<D>(&m.q, m.q_seq_major, sQ + st * TQ, BM, q0, h, x.b, bar);
-            tma_tile<D>(&m.d_o, m.do_seq_major, sdO + st * TQ, BM, q0, h, x.b, bar);
-        }
-        const int64_t rb = ((int64_t)x.b * p.n_head + h) * p.seq_pad + q0;
-        if (tid < BM / 4)
-            fm_cp_async16(sLD + (st * 2) * BM * 4 + 16 * tid, p.L + rb + 4 * tid, 16);
-        else if (tid < BM / 2)
-            fm_cp_async16(sLD + (st * 2 + 1) * BM * 4 + 16 * (tid - BM / 4), p.Dd + rb + 4 * (tid - BM / 4), 16);
-        if ((tcls == FM_TILE_PARTIAL || k0 + BN > p.seq_len_k) && tid >= NTHREADS - BN) {
-            const int key = tid - (NTHREADS - BN), mb = p.batch_m == 1 ? 0 : x.b;
-            const int4 *col =
-                reinterpret_cast<const int4 *>(p.bounds) + ((int64_t)mb * p.heads_m + mask_head(p, h)) * p.seq_len_k;
-            const bool ok = k0 + key < p.seq_len_k;
-            fm_cp_async16(sBd + (st * BN + key) * 16, col + (ok ? k0 + key : 0), ok ? 16 : 0);
-        }
-    };
-    /* From item number xn on (the list's entries, then the items not in it), the first item with a live query
-     * tile, into *x with its walk and first tile; zeroes dK and dV of the empty items it passes. false when none
-     * is left. Every thread calls it alike. */
-    auto find_item = [&](int xn, kv_item *x, tile_walk *w, int *hi, int *tt, int *tcls) {
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (wg == 0) {
+        /* ---- producer: warp 0, its lanes in step; lane 0 issues ---- */
+        reg_dealloc<PRODUCER_REGS>();
+        if (tid >= 32)
+            return;
+        const int lane = tid;
+        const int n_items = n_list + n_kb * p.n_head_kv * p.batch; /* the plan's list, then every item in order */
+        int ks = 0, st = 0;
+        unsigned kv_par = 3, q_par = 3; /* bit s: parity of the next wait on stage s's empty barrier (free at first) */
+        int xn = blockIdx.x;
+        tile_walk wk;
         while (xn < n_items) {
+            /* item number xn: the list's entries, then the items not in it */
+            kv_item x;
             int xi = xn - n_list, begin = 0, end = INT32_MAX, cut = 0;
-            x->e = -1;
+            x.e = -1;
             if (LIST && xn < n_list) {
                 const sched_entry en = sc.list[xn];
                 xi = en.item;
                 begin = en.begin;
                 end = en.end;
                 cut = en.slot >= 0;
-                x->e = xn;
+                x.e = xn;
             } else if (LIST && sc.weight[xi] < 0) {
                 xi = -1; /* in the list */
             }
+            int next_xn = 0;
+            if (lane == 0)
+                next_xn = atomicAdd(p.counters, 1) + gridDim.x;
             if (xi >= 0) {
-                x->kb = xi % n_kb;
-                x->hkv = (xi / n_kb) % p.n_head_kv;
-                x->b = xi / (n_kb * p.n_head_kv);
-                w->s_hi = -1;
-                *hi = begin / n_qtiles;
-                *tt = begin % n_qtiles;
-                if (next_query_tile<BM>(p, *w, n_kb, x->kb, x->hkv, x->b, group, hi, tt, tcls, end))
-                    return true;
-                if (cut) {
-                    /* a chunk with nothing live must still leave its (zero) partial sums: it walks its first
-                     * tile, fully masked (with the element masks its products are exactly zero) */
-                    *hi = begin / n_qtiles;
-                    *tt = begin % n_qtiles;
-                    *tcls = FM_TILE_PARTIAL;
-                    return true;
+                x.kb = xi % n_kb;
+                x.hkv = (xi / n_kb) % p.n_head_kv;
+                x.b = xi / (n_kb * p.n_head_kv);
+                wk.s_hi = -1;
+                int hi = begin / n_qtiles, tt = begin % n_qtiles, cls = 0;
+                bool live = next_query_tile<BM>(p, wk, n_kb, x.kb, x.hkv, x.b, group, &hi, &tt, &cls, end);
+                if (!live && cut) {
+                    /* a chunk with nothing live must still leave its (zero) partial sums: its first tile, fully
+                     * masked (with the element masks its products are exactly zero) */
+                    hi = begin / n_qtiles;
+                    tt = begin % n_qtiles;
+                    cls = FM_TILE_PARTIAL;
+                    live = true;
+                    end = begin + 1;
                 }
-                zero_kv_rows<T, D>(p, x->b, x->hkv, x->kb * BN, min(BN, p.seq_len_k - x->kb * BN));
+                if (!live) {
+                    /* nothing to compute: dK and dV of the block are zero */
+                    const int k0 = x.kb * BN, n = min(BN, p.seq_len_k - k0);
+                    for (int c = lane; c < n * (D / 8); c += 32) {
+                        const int r = k0 + c / (D / 8), col = (c % (D / 8)) * 8;
+                        *reinterpret_cast<uint4 *>(kv_out_row<T>(p, p.dk, x.b, x.hkv, r) + col) = make_uint4(0, 0, 0, 0);
+                        *reinterpret_cast<uint4 *>(kv_out_row<T>(p, p.dv, x.b, x.hkv, r) + col) = make_uint4(0, 0, 0, 0);
+                    }
+                } else {
+                    /* K and V into stage ks once the consumers are done with its last item */
+                    mbar_wait(kv_empty + 8 * ks, (kv_par >> ks) & 1);
+                    kv_par ^= 1u << ks;
+                    if (lane == 0) {
+                        items[ks] = {x.kb, x.hkv, x.b, x.e};
+                        mbar_expect_tx(kv_full + 8 * ks, 2 * TK);
+                        tma_tile<D>(&m.k, m.kv_seq_major, sK + 2 * ks * TK, BN, x.kb * BN, x.hkv, x.b, kv_full + 8 * ks);
+                        tma_tile<D>(&m.v, m.kv_seq_major, sK + (2 * ks + 1) * TK, BN, x.kb * BN, x.hkv, x.b,
+                                    kv_full + 8 * ks);
+                    }
+                    ks ^= 1;
+                    const int k0 = x.kb * BN;
+                    const bool key_tail = k0 + BN > p.seq_len_k;
+                    const int mb = p.batch_m == 1 ? 0 : x.b;
+                    while (live) {
+                        /* the tile after this one, so that this one can say whether it is the last */
+                        int nhi = hi, nt = tt + 1, ncls = 0;
+                        const bool more = next_query_tile<BM>(p, wk, n_kb, x.kb, x.hkv, x.b, group, &nhi, &nt,
+                                                              &ncls, end);
+                        mbar_wait(q_empty + 8 * st, (q_par >> st) & 1);
+                        q_par ^= 1u << st;
+                        if (lane == 0) {
+                            const int h = x.hkv * group + hi, q0 = tt * BM;
+                            const bool masked = cls == FM_TILE_PARTIAL || key_tail;
+                            const uint32_t bar = q_full + 8 * st;
+                            tiles[st] = {q0, cls, !more, 0};
+                            const uint32_t nbd = masked ? (uint32_t)min(BN, p.seq_len_k - k0) * 16 : 0;
+                            mbar_expect_tx(bar, 2 * TQ + 2 * BM * 4 + nbd);
+                            tma_tile<D>(&m.q, m.q_seq_major, sQ + st * TQ, BM, q0, h, x.b, bar);
+                            tma_tile<D>(&m.d_o, m.do_seq_major, sdO + st * TQ, BM, q0, h, x.b, bar);
+                            const int64_t rb = ((int64_t)x.b * p.n_head + h) * p.seq_pad + q0;
+                            bulk_load(sLD + (st * 2) * BM * 4, p.L + rb, BM * 4, bar);
+                            bulk_load(sLD + (st * 2 + 1) * BM * 4, p.Dd + rb, BM * 4, bar);
+                            if (masked)
+                                bulk_load(sBd + st * BN * 16,
+                                          p.bounds + (((int64_t)mb * p.heads_m + mask_head(p, h)) * p.seq_len_k + k0) * 4,
+                                          nbd, bar);
+                        }
+                        st ^= 1;
+                        hi = nhi;
+                        tt = nt;
+                        cls = ncls;
+                        live = more;
+                    }
+                }
             }
-            xn = claim_item(p.counters, slot + 2);
+            xn = __shfl_sync(0xffffffffu, next_xn, 0);
         }
-        return false;
-    };
-
-    PROF_INIT();
-    mbar_init_all(sBar, 4);
-
-    kv_item it;
-    tile_walk wk;
-    int hi = 0, tt = 0, cls = 0, st = 0, ks = 0;
-    unsigned phase = 0; /* bit s: parity of the next wait on bar[s] */
-    bool have = find_item(blockIdx.x, &it, &wk, &hi, &tt, &cls);
-    if (have) {
-        load_kv(it, 0);
-        load_tile(it, hi, tt, 0, cls);
+        /* no more items: tell the consumers */
+        mbar_wait(kv_empty + 8 * ks, (kv_par >> ks) & 1);
+        if (lane == 0) {
+            items[ks] = {-1, 0, 0, -1};
+            mbar_arrive(kv_full + 8 * ks);
+        }
+        return;
     }
-    fm_cp_async_commit();
 
-    const int key_a = wg * 64 + warp * 16 + g; /* key of rows hh = 0 (in the block); + 8 for hh = 1 */
+    /* ---- consumers ---- */
+    reg_alloc<CONSUMER_REGS>();
+    const int ctid = tid - 128, cw = ctid / 128, warp = (ctid / 32) % 4, lane = ctid % 32;
+    const int g = lane / 4, t = lane % 4;
+    const int key_a = cw * 64 + warp * 16 + g; /* key of rows hh = 0 (in the block); + 8 for hh = 1 */
+    int ks = 0, st = 0;
+    unsigned kv_par = 0, q_par = 0;
+    int pending = -1; /* a K and V stage whose dK, dV store this thread issued and has not yet released */
     float dk[D / 2], dv[D / 2];
-    while (have) {
-        int fetched = 0; /* the item after this one; its latency hides behind the walk */
-        if (tid == 0)
-            fetched = atomicAdd(p.counters, 1) + gridDim.x;
+    while (true) {
+        mbar_wait(kv_full + 8 * ks, (kv_par >> ks) & 1);
+        kv_par ^= 1u << ks;
+        const ws_item_info it = items[ks];
+        if (it.kb < 0)
+            break;
 #pragma unroll
         for (int i = 0; i < D / 2; i++)
             dk[i] = dv[i] = 0.f;
-        const int k0 = it.kb * BN, walk_end = LIST && it.e >= 0 ? sc.list[it.e].end : INT32_MAX;
+        const int k0 = it.kb * BN;
         const bool key_tail = k0 + BN > p.seq_len_k;
-        const uint32_t k_wg = sK + 2 * ks * TK + wg * 64 * 128, v_wg = k_wg + TK; /* this warpgroup's key rows */
-        PROF_COUNT(14);
-        PROF(0); /* item start */
-        mbar_wait(sBar + 8 * (2 + ks), (phase >> (2 + ks)) & 1);
-        phase ^= 1u << (2 + ks);
-        PROF(1); /* wait for K, V */
-        kv_item nit = it;
-        bool nhave = true, last = false;
+        const uint32_t k_wg = sK + 2 * ks * TK + cw * 64 * 128, v_wg = k_wg + TK; /* this warpgroup's key rows */
+        bool last = false;
         while (!last) {
-            const int q0 = tt * BM;
+            mbar_wait(q_full + 8 * st, (q_par >> st) & 1);
+            q_par ^= 1u << st;
+            const ws_tile_info ti = tiles[st];
+            const int q0 = ti.q0;
+            last = ti.last;
             const uint32_t qst = sQ + st * TQ, dost = sdO + st * TQ;
-            /* S^T = K Q^T and dP^T = V dO^T (keys 64 wg.. x the tile's 64 queries) start as soon as this thread
-             * sees Q and dO land; the barrier and the next loads are issued while they run. */
-            mbar_wait(sBar + 8 * st, (phase >> st) & 1);
-            phase ^= 1u << st;
-            PROF_COUNT(13);
-            PROF(2); /* wait for Q, dO */
             float s[BM / 2], dp[BM / 2];
             wg_fence();
             wg_gemm_kk<T, D, BM>(s, k_wg, BN, qst, BM);
             wg_gemm_kk<T, D, BM>(dp, v_wg, BN, dost, BM);
             wg_commit();
-            int nhi = hi, nt = tt + 1, ncls = 0;
-            last = !next_query_tile<BM>(p, wk, n_kb, it.kb, it.hkv, it.b, group, &nhi, &nt, &ncls, walk_end);
-            PROF(3); /* S, dP issued; the next tile */
-            if (last && tid == 0)
-                slot[ks] = fetched;
-            if (last && tid % 128 == 32)
-                bulk_wait_read<0>(); /* the stores of the item before, from the K and V stage loaded next */
-            fm_cp_async_wait<0>();
-            __syncthreads(); /* L, Dd and bounds of tile tt landed for everyone; everyone is done with the other Q
-                              * stage and the other K stage; slot[ks] is written */
-            PROF(4); /* cp.async wait, CTA barrier */
-            if (!last) {
-                load_tile(it, nhi, nt, st ^ 1, ncls);
-                PROF(5); /* next tile's loads */
-            } else {
-                nhave = find_item(slot[ks], &nit, &wk, &nhi, &nt, &ncls);
-                if (nhave) {
-                    load_kv(nit, ks ^ 1);
-                    load_tile(nit, nhi, nt, st ^ 1, ncls);
-                }
-                PROF(6); /* next item found, its loads */
+            if (pending >= 0) {
+                /* the store of the item before has read its stage: the producer may load into it */
+                bulk_wait_read<0>();
+                mbar_arrive(kv_empty + 8 * pending);
+                pending = -1;
             }
-            fm_cp_async_commit();
-            wg_wait<0>();
-            PROF(7); /* S, dP products */
-
-            /* P^T and dS^T; element s[4 n + 2 hh + e] is key key_a + 8 hh, query q0 + 8 n + 2 t + e. On partial
-             * tiles and the ragged last key block, masked elements get a scaled score of -inf before the exp2,
-             * so P^T and dS^T are zero there: mk[hh][w] bit 8 m + e is query q0 + 32 w + 2 t + 8 m + e. */
             uint32_t mk[2][2];
-            const bool masked_tile = cls == FM_TILE_PARTIAL || key_tail;
+            const bool masked_tile = ti.cls == FM_TILE_PARTIAL || key_tail;
             if (masked_tile) {
                 const int4 *cB = fBd + st * BN;
                 const int4 none = make_int4(0, INT32_MAX, 0, 0); /* a key past seq_len_k: masked in every row */
@@ -568,6 +610,10 @@ __device__ __forceinline__ void bwd_sm90_body(const bwd_params &p, const bwd_map
                 }
             }
             const float *cL = fLD + (st * 2) * BM, *cD = fLD + (st * 2 + 1) * BM;
+            wg_wait<0>();
+            /* P^T and dS^T; element s[4 n + 2 hh + e] is key key_a + 8 hh, query q0 + 8 n + 2 t + e. On partial
+             * tiles and the ragged last key block, masked elements get a scaled score of -inf before the exp2,
+             * so P^T and dS^T are zero there: mk[hh][w] bit 8 m + e is query q0 + 32 w + 2 t + 8 m + e. */
             auto grads = [&](auto with_mask) {
 #pragma unroll
                 for (int n = 0; n < NS; n++) {
@@ -601,35 +647,34 @@ __device__ __forceinline__ void bwd_sm90_body(const bwd_params &p, const bwd_map
                     da[kk][x] = dt::pack(dp[8 * kk + 2 * x], dp[8 * kk + 2 * x + 1]);
                 }
             }
-            PROF(8); /* P, dS */
             /* dV += P^T dO, dK += dS^T Q */
             wg_fence();
             wg_gemm_rn<T, BM, D>(dv, pa, dost, BM);
             wg_gemm_rn<T, BM, D>(dk, da, qst, BM);
             wg_commit();
             wg_wait<0>();
-            PROF(9); /* dV, dK products */
-
-            hi = nhi;
-            tt = nt;
-            cls = ncls;
+            /* this warp is done with the tile's stage (the products have read it; L, Dd and the bounds were read
+             * before them) */
+            __syncwarp();
+            if (lane == 0)
+                mbar_arrive(q_empty + 8 * st);
             st ^= 1;
         }
 
         if (LIST && it.e >= 0 && sc.list[it.e].slot >= 0) { /* a chunk: its partial sums (bwd_sum_kernel adds them up) */
             const sched_entry en = sc.list[it.e];
-            put_part<D / 2>(sc, en, 0, dk);
-            put_part<D / 2>(sc, en, D / 2, dv);
-            PROF(10);
-            it = nit;
-            have = nhave;
+            put_part<D / 2>(sc, en, 0, dk, ctid);
+            put_part<D / 2>(sc, en, D / 2, dv, ctid);
+            asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory"); /* the warpgroup is done with K and V */
+            if (ctid % 128 == 0)
+                mbar_arrive(kv_empty + 8 * ks);
             ks ^= 1;
             continue;
         }
         /* dK (times the scale) and dV into this warpgroup's rows of the K and V stage just used (its S^T and dP^T
-         * products, their only readers, are complete), then out by TMA store while the next item's loads are in
-         * flight: 64 narrow stores per thread measured 11% of this kernel's time on causal documents at 8K. Under
-         * a key order (p.kv_perm) the rows go to their places in 16-byte stores instead. */
+         * products, their only readers, are complete), then out by TMA store, whose reading of the stage the next
+         * item's first tile waits for before it frees the stage. Under a key order (p.kv_perm) the rows go to
+         * their places in 16-byte stores instead. */
         const uint32_t sdk = sK + 2 * ks * TK, sdv = sdk + TK;
 #pragma unroll
         for (int hh = 0; hh < 2; hh++) {
@@ -643,12 +688,10 @@ __device__ __forceinline__ void bwd_sm90_body(const bwd_params &p, const bwd_map
             }
         }
         fence_proxy_async();
-        asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory");
+        asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");
         if (p.kv_perm) {
-            /* rows to where the key order sends them: 16-byte chunks from shared memory, a row's chunks from
-             * consecutive threads (the stage is next written by a TMA load after several CTA barriers) */
-            for (int c = tid % 128; c < 64 * NO; c += 128) {
-                const int r = wg * 64 + c / NO, n = c % NO;
+            for (int c = ctid % 128; c < 64 * NO; c += 128) {
+                const int r = cw * 64 + c / NO, n = c % NO;
                 if (k0 + r < p.seq_len_k) {
                     const uint32_t off = sw128<BN>(r, n);
                     *reinterpret_cast<uint4 *>(kv_out_row<T>(p, p.dk, it.b, it.hkv, k0 + r) + 8 * n) =
@@ -657,25 +700,23 @@ __device__ __forceinline__ void bwd_sm90_body(const bwd_params &p, const bwd_map
                         *reinterpret_cast<const uint4 *>(smem + (sdv - base) + off);
                 }
             }
-        } else if (tid % 128 == 32) { /* not thread 0, whose waits would then also cover its loads */
-            tma_store_tile<D>(&m.out0, m.out0_seq_major, sdk + wg * 64 * 128, BN * 128, k0 + wg * 64, it.hkv, it.b);
-            tma_store_tile<D>(&m.out1, m.out1_seq_major, sdv + wg * 64 * 128, BN * 128, k0 + wg * 64, it.hkv, it.b);
+            asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");
+            if (ctid % 128 == 0)
+                mbar_arrive(kv_empty + 8 * ks);
+        } else if (ctid % 128 == 0) {
+            tma_store_tile<D>(&m.out0, m.out0_seq_major, sdk + cw * 64 * 128, BN * 128, k0 + cw * 64, it.hkv, it.b);
+            tma_store_tile<D>(&m.out1, m.out1_seq_major, sdv + cw * 64 * 128, BN * 128, k0 + cw * 64, it.hkv, it.b);
+            pending = ks;
         }
-        PROF(10); /* epilogue */
-        it = nit;
-        have = nhave;
         ks ^= 1;
     }
-    fm_cp_async_wait<0>();
-    if (tid % 128 == 32)
+    if (ctid % 128 == 0)
         bulk_wait<0>();
-    PROF(11);
-    PROF_END(0);
 }
 #endif
 
 template <typename T, int D>
-__global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params p, const __grid_constant__ bwd_maps m)
+__global__ void __launch_bounds__(WS_THREADS, 1) bwd_sm90_kernel(const bwd_params p, const __grid_constant__ bwd_maps m)
 {
 #ifdef FM_SM90_BODY
     /* The dQ pass, launched next as this grid's programmatic dependent, needs nothing from it: it may start at
@@ -683,9 +724,9 @@ __global__ void __launch_bounds__(NTHREADS, 1) bwd_sm90_kernel(const bwd_params 
     asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
     const int n_list = min(p.sched[0].count[0], p.sched[0].list_cap);
     if (n_list > 0)
-        bwd_sm90_body<T, D, true>(p, m, n_list);
+        bwd_sm90_ws_body<T, D, true>(p, m, n_list);
     else
-        bwd_sm90_body<T, D, false>(p, m, 0);
+        bwd_sm90_ws_body<T, D, false>(p, m, 0);
 #endif
 }
 
@@ -949,7 +990,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
         }
 
         if (LIST && it.e >= 0) { /* a chunk: its partial sums (bwd_sum_kernel adds them up) */
-            put_part<D / 2>(sc, sc.list[it.e], 0, dq);
+            put_part<D / 2>(sc, sc.list[it.e], 0, dq, tid);
             PROF(11);
             it = nit;
             have = nhave;
@@ -1067,7 +1108,7 @@ cudaError_t sm_count(int *n)
     return cudaSuccess;
 }
 
-cudaError_t launch_kernel(void (*kernel)(bwd_params, bwd_maps), int smem, unsigned long long *attr_done,
+cudaError_t launch_kernel(void (*kernel)(bwd_params, bwd_maps), int threads, int smem, unsigned long long *attr_done,
                           int64_t items, const bwd_params &p, const bwd_maps &m, bool early, cudaStream_t stream)
 {
     int device = 0, n_sm = 0;
@@ -1088,7 +1129,7 @@ cudaError_t launch_kernel(void (*kernel)(bwd_params, bwd_maps), int smem, unsign
     attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr.val.programmaticStreamSerializationAllowed = 1;
     cfg.gridDim = dim3((unsigned)fm_cuda_persistent_ctas(items, n_sm));
-    cfg.blockDim = dim3(NTHREADS);
+    cfg.blockDim = dim3((unsigned)threads);
     cfg.dynamicSmemBytes = (size_t)smem;
     cfg.stream = stream;
     cfg.attrs = &attr;
@@ -1117,7 +1158,7 @@ template <typename T, int D> cudaError_t launch(const bwd_params &p, cudaStream_
         if (e != cudaSuccess)
             return e;
     }
-    return launch_kernel(bwd_sm90_kernel<T, D>, smem_bytes<D>(), &attr_done,
+    return launch_kernel(bwd_sm90_kernel<T, D>, WS_THREADS, ws_smem_bytes<D>(), &attr_done,
                          (int64_t)((p.seq_len_k + BN - 1) / BN) * p.n_head_kv * p.batch, p, m, false, stream);
 }
 
@@ -1127,7 +1168,7 @@ template <typename T, int D> cudaError_t launch_dq(const bwd_params &p, cudaStre
     bwd_maps m;
     if (!make_maps<D>(p, fm_is_bf16<T>::value, QB, true, &m))
         return cudaErrorInvalidValue;
-    cudaError_t e = launch_kernel(bwd_dq_sm90_kernel<T, D>, dq_smem_bytes<D>(), &attr_done, n_dq_items(p), p, m,
+    cudaError_t e = launch_kernel(bwd_dq_sm90_kernel<T, D>, NTHREADS, dq_smem_bytes<D>(), &attr_done, n_dq_items(p), p, m,
                                   true, stream);
     if (e != cudaSuccess)
         return e;
