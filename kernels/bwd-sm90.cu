@@ -97,10 +97,10 @@ struct bwd_maps {
 };
 
 /* Zeroes rows [0, n) of a [rows, D] view (row stride ss elements): the outputs of a work item with nothing live.
- * Every thread of the CTA takes part. */
-template <typename T, int D> __device__ __forceinline__ void zero_rows(T *dst, int64_t ss, int n)
+ * Thread i of `step` threads takes part. */
+template <typename T, int D> __device__ __forceinline__ void zero_rows(T *dst, int64_t ss, int n, int i, int step)
 {
-    for (int c = threadIdx.x; c < n * (D / 8); c += NTHREADS)
+    for (int c = i; c < n * (D / 8); c += step)
         *reinterpret_cast<uint4 *>(dst + (c / (D / 8)) * ss + (c % (D / 8)) * 8) = make_uint4(0, 0, 0, 0);
 }
 
@@ -147,6 +147,12 @@ __device__ __forceinline__ int64_t mask_index(const bwd_params &p, int b, int h)
 template <typename T> __device__ __forceinline__ T *out_row(const tensor_view &v, int b, int h, int row)
 {
     return (T *)v.p + b * v.sb + h * v.sh + (int64_t)row * v.ss;
+}
+
+/* Row r0 of dQ of head h of batch b. */
+template <typename T> __device__ __forceinline__ T *out_dq(const bwd_params &p, int b, int h, int r0)
+{
+    return (T *)p.dq.p + b * p.dq.sb + h * p.dq.sh + (int64_t)r0 * p.dq.ss;
 }
 
 /* Row `row` of dK or dV (v) of kv head hkv of batch b: that row, or where the key order sends it. */
@@ -339,18 +345,6 @@ __device__ void store_sum(const bwd_sched &s, const sched_entry &e, int at, RowP
     }
 }
 
-#ifdef FM_SM90_BODY
-/* The next work item's number after an empty one: one thread takes it from the counter, the barriers hand it to
- * everyone (slot: an int in shared memory used for nothing else). */
-__device__ __forceinline__ int claim_item(int *counter, volatile int *slot)
-{
-    __syncthreads();
-    if (threadIdx.x == 0)
-        *slot = atomicAdd(counter, 1) + gridDim.x;
-    __syncthreads();
-    return *slot;
-}
-#endif
 
 /* The main kernel's CTA: a producer warpgroup (only its first warp works) and two consumer warpgroups.
  * The producer finds the work items and walks their live query tiles. It hands each to the consumers through
@@ -732,18 +726,26 @@ __global__ void __launch_bounds__(WS_THREADS, 1) bwd_sm90_kernel(const bwd_param
 
 /* ---- deterministic dQ ---------------------------------------------------------------------------------- */
 
+/* The dQ pass's CTA: laid out like the main kernel's, with the roles turned round. The producer warp finds the
+ * items (query tiles of QB rows), loads an item's Q, dO (TMA), L and Dd (bulk copies) into the one Q stage, and
+ * walks its live key blocks into two K/V stages (TMA; for a partial block or the ragged last one also the keys'
+ * bounds). Consumer warpgroup c owns rows 64c..64c+63 of the tile. An item's first K and V go out before its Q
+ * and dO, which wait until both consumer warpgroups have read the item before's last S and dP products: they
+ * land during its last dQ product and epilogue. L and Dd have two stages, since the last block's dS still reads
+ * the item before's. */
+struct ws_q_info {
+    int r0, h, b, e; /* r0 < 0: no more items; e: as q_item::e */
+};
+
 template <int D> constexpr int dq_smem_bytes()
 {
-    /* Q, dO; two stages of K, V, of the keys' bounds and of their row masks; two stages of L, Dd; three mbarriers
-     * and four ints; 1024 for alignment */
-    return 1024 + 2 * QB * D * 2 + 2 * 2 * BN * D * 2 + 2 * 2 * BN * 16 + 2 * 2 * QB * 4 + 3 * 8 + 4 * 4;
+    /* Q, dO; two stages of K, V, of the keys' bounds and of their row masks; two stages of L, Dd; six mbarriers,
+     * an item and two block descriptions; 1024 for alignment */
+    return 1024 + 2 * QB * D * 2 + 2 * 2 * BN * D * 2 + 2 * 2 * BN * 16 + 2 * 2 * QB * 4 + 6 * 8 + 16 + 2 * 16;
 }
 
-/* Persistent like the main kernel (counters[1]). In the last key block of an item the next item's first K and V
- * go out into the free stage at once, and its Q and dO (single-buffered) as soon as both warpgroups are done with
- * this item's S and dP, so that they land during the last dQ product and the epilogue. */
 #ifdef FM_SM90_BODY
-/* LIST: as in bwd_sm90_body. */
+/* LIST: as in bwd_sm90_ws_body. */
 template <typename T, int D, bool LIST>
 __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_maps &m, const int n_list)
 {
@@ -760,197 +762,201 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
     const uint32_t sBd = sV + 2 * TK; /* two stages of BN int4 */
     const uint32_t sBits = sBd + 2 * BN * 16; /* two stages of [BN][QB / 32] words: masked rows of each key */
     const uint32_t sLD = sBits + 2 * BN * 16; /* two stages of [L, Dd][QB] */
-    const uint32_t sBar = sLD + 2 * 2 * QB * 4; /* bar[0], bar[1]: a stage's K and V; bar[2]: Q and dO */
+    const uint32_t sBar = sLD + 2 * 2 * QB * 4; /* kv_full[2], kv_empty[2], q_full, q_empty */
+    const uint32_t kv_full = sBar, kv_empty = sBar + 16, q_full = sBar + 32, q_empty = sBar + 40;
     const int4 *fBd = reinterpret_cast<const int4 *>(smem + (sBd - base));
-    uint4 *fBits = reinterpret_cast<uint4 *>(smem + (sBits - base));
+    uint32_t *fBits = reinterpret_cast<uint32_t *>(smem + (sBits - base));
     const float *fLD = reinterpret_cast<const float *>(smem + (sLD - base));
-    volatile int *slot = reinterpret_cast<int *>(smem + (sBar - base) + 3 * 8); /* [2]: next items; [2]: claims */
+    ws_q_info *qinfo = reinterpret_cast<ws_q_info *>(smem + (sBar - base) + 48);
+    ws_tile_info *blocks = reinterpret_cast<ws_tile_info *>(smem + (sBar - base) + 64); /* [2]: q0 is the block */
 
-    const int tid = threadIdx.x, wg = tid / 128, warp = (tid / 32) % 4, lane = tid % 32;
-    const int g = lane / 4, t = lane % 4;
+    const int tid = threadIdx.x, wg = tid / 128;
     const int group = p.n_head / p.n_head_kv;
     const int n_kb = (p.seq_len_k + BN - 1) / BN;
     const int n_qt = (p.seq_len_q + QB - 1) / QB;
     const bwd_sched &sc = p.sched[1];
-    const int n_items = n_list + n_qt * p.n_head * p.batch; /* the plan's list, then every item in order */
 
-    /* the (batch, head) of the mask that item x reads */
-    auto mask_bh = [&](const q_item &x) {
-        return (int64_t)(p.batch_m == 1 ? 0 : x.b) * p.heads_m + mask_head(p, x.h);
-    };
-    auto mask_sums = [&](const q_item &x) { return p.summaries + mask_bh(x) * n_kb; };
-    auto load_kv = [&](const q_item &x, int kb, int cls, int st) {
-        const int c0 = kb * BN;
-        const uint32_t bar = sBar + 8 * st;
-        if (tid == 0) {
-            mbar_expect_tx(bar, 2 * TK);
-            tma_tile<D>(&m.k, m.kv_seq_major, sK + st * TK, BN, c0, x.h / group, x.b, bar);
-            tma_tile<D>(&m.v, m.kv_seq_major, sV + st * TK, BN, c0, x.h / group, x.b, bar);
+    if (tid == 0) {
+        for (int s = 0; s < 2; s++) {
+            mbar_init(kv_full + 8 * s, 1);
+            mbar_init(kv_empty + 8 * s, 8); /* each consumer warp */
         }
-        if ((cls == FM_TILE_PARTIAL || c0 + BN > p.seq_len_k) && tid < BN) {
-            const int32_t *gb = p.bounds + mask_bh(x) * p.seq_len_k * 4;
-            const bool ok = c0 + tid < p.seq_len_k;
-            fm_cp_async16(sBd + (st * BN + tid) * 16, ok ? gb + 4 * (int64_t)(c0 + tid) : gb, ok ? 16 : 0);
-        }
-    };
-    /* Q and dO of item x (TMA), its L and Dd into stage ls (cp.async). */
-    auto load_q = [&](const q_item &x, int ls) {
-        if (tid == 0) {
-            mbar_expect_tx(sBar + 16, 2 * TQ);
-            tma_tile<D>(&m.q, m.q_seq_major, sQ, QB, x.r0, x.h, x.b, sBar + 16);
-            tma_tile<D>(&m.d_o, m.do_seq_major, sdO, QB, x.r0, x.h, x.b, sBar + 16);
-        }
-        const int64_t rb = ((int64_t)x.b * p.n_head + x.h) * p.seq_pad + x.r0;
-        const uint32_t ld = sLD + ls * 2 * QB * 4;
-        if (tid < QB / 4)
-            fm_cp_async16(ld + 16 * tid, p.L + rb + 4 * tid, 16);
-        else if (tid < QB / 2)
-            fm_cp_async16(ld + QB * 4 + 16 * (tid - QB / 4), p.Dd + rb + 4 * (tid - QB / 4), 16);
-    };
-    auto out_dq = [&](const q_item &x) { return (T *)p.dq.p + x.b * p.dq.sb + x.h * p.dq.sh + x.r0 * p.dq.ss; };
-    /* From item number xn on (the list's entries, then the items not in it), the first item with a live key
-     * block, into *x with its scan and first block; zeroes dQ of the empty items it passes. false when none is
-     * left. Every thread calls it alike. */
-    auto find_item = [&](int xn, q_item *x, live_scan *scan, int *kb, int *kcls) {
+        mbar_init(q_full, 1);
+        mbar_init(q_empty, 8); /* each consumer warp */
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (wg == 0) {
+        /* ---- producer: warp 0, its lanes in step; lane 0 issues ---- */
+        reg_dealloc<PRODUCER_REGS>();
+        if (tid >= 32)
+            return;
+        const int lane = tid;
+        const int n_items = n_list + n_qt * p.n_head * p.batch; /* the plan's list, then every item in order */
+        int st = 0, ls = 0;
+        unsigned kv_par = 3, q_par = 1; /* parities of the next waits on the empty barriers (free at first) */
+        /* key block kb (class cls; `last` of its item) of the item at (b, h), mask slice mbh, into stage st */
+        auto put_block = [&](int b, int h, int64_t mbh, int kb, int cls, bool last) {
+            mbar_wait(kv_empty + 8 * st, (kv_par >> st) & 1);
+            kv_par ^= 1u << st;
+            if (lane == 0) {
+                const int c0 = kb * BN;
+                const uint32_t bar = kv_full + 8 * st;
+                const bool masked = cls == FM_TILE_PARTIAL || c0 + BN > p.seq_len_k;
+                const uint32_t nbd = masked ? (uint32_t)min(BN, p.seq_len_k - c0) * 16 : 0;
+                blocks[st] = {kb, cls, last, 0};
+                mbar_expect_tx(bar, 2 * TK + nbd);
+                tma_tile<D>(&m.k, m.kv_seq_major, sK + st * TK, BN, c0, h / group, b, bar);
+                tma_tile<D>(&m.v, m.kv_seq_major, sV + st * TK, BN, c0, h / group, b, bar);
+                if (masked)
+                    bulk_load(sBd + st * BN * 16, p.bounds + (mbh * p.seq_len_k + c0) * 4, nbd, bar);
+            }
+            st ^= 1;
+        };
+        int xn = blockIdx.x;
+        live_scan scan;
         while (xn < n_items) {
-            int xi = xn - n_list, begin = 0;
+            int next_xn = 0;
+            if (lane == 0)
+                next_xn = atomicAdd(p.counters + 1, 1) + gridDim.x;
+            int xi = xn - n_list, begin = 0, kb_end = 0, e = -1;
             bool listed = false;
-            x->e = -1;
             if (LIST && xn < n_list) {
                 const sched_entry en = sc.list[xn];
                 xi = en.item;
                 begin = en.begin;
-                x->kb_end = en.end;
-                x->e = en.slot >= 0 ? xn : -1;
+                kb_end = en.end;
+                e = en.slot >= 0 ? xn : -1;
                 listed = true;
             } else if (LIST && sc.weight[xi] < 0) {
                 xi = -1; /* in the list */
             }
             if (xi >= 0) {
-                x->r0 = (n_qt - 1 - xi % n_qt) * QB;
-                x->h = (xi / n_qt) % p.n_head;
-                x->b = xi / (n_qt * p.n_head);
+                const int r0 = (n_qt - 1 - xi % n_qt) * QB, h = (xi / n_qt) % p.n_head, b = xi / (n_qt * p.n_head);
+                const int r1 = min(r0 + QB, p.seq_len_q);
+                const int64_t mbh = mask_index(p, b, h);
+                const fm_block_summary *sums = p.summaries + mbh * n_kb;
                 if (!listed) {
-                    const int2 rg = reinterpret_cast<const int2 *>(p.ranges)[mask_bh(*x) * n_qt + x->r0 / QB];
+                    const int2 rg = reinterpret_cast<const int2 *>(p.ranges)[mbh * n_qt + r0 / QB];
                     begin = rg.x;
-                    x->kb_end = rg.y;
+                    kb_end = rg.y;
                 }
-                *scan = {-64, 0u, 0u};
-                *kb = next_live(*scan, mask_sums(*x), begin, x->kb_end, x->r0, min(x->r0 + QB, p.seq_len_q), kcls);
-                if (*kb < x->kb_end)
-                    return true;
-                if (x->e >= 0) {
-                    /* a chunk with nothing live must still leave its (zero) partial sums: it takes its first
-                     * block, fully masked */
-                    *kb = begin;
-                    *kcls = FM_TILE_PARTIAL;
-                    return true;
+                scan = {-64, 0u, 0u};
+                int cls = FM_TILE_SKIPPED;
+                int kb = next_live(scan, sums, begin, kb_end, r0, r1, &cls);
+                if (kb >= kb_end && e >= 0) {
+                    /* a chunk with nothing live must still leave its (zero) partial sums: its first block, fully
+                     * masked */
+                    kb = begin;
+                    cls = FM_TILE_PARTIAL;
+                    kb_end = begin + 1;
                 }
-                zero_rows<T, D>(out_dq(*x), p.dq.ss, min(QB, p.seq_len_q - x->r0));
+                if (kb >= kb_end) {
+                    zero_rows<T, D>(out_dq<T>(p, b, h, r0), p.dq.ss, r1 - r0, lane, 32);
+                } else {
+                    int ncls = FM_TILE_SKIPPED;
+                    int next = next_live(scan, sums, kb + 1, kb_end, r0, r1, &ncls);
+                    put_block(b, h, mbh, kb, cls, next >= kb_end);
+                    /* Q, dO, L and Dd once the consumers are done with the item before's */
+                    mbar_wait(q_empty, q_par);
+                    q_par ^= 1u;
+                    if (lane == 0) {
+                        const int64_t rb = ((int64_t)b * p.n_head + h) * p.seq_pad + r0;
+                        const uint32_t ld = sLD + ls * 2 * QB * 4;
+                        *qinfo = {r0, h, b, e};
+                        mbar_expect_tx(q_full, 2 * TQ + 2 * QB * 4);
+                        tma_tile<D>(&m.q, m.q_seq_major, sQ, QB, r0, h, b, q_full);
+                        tma_tile<D>(&m.d_o, m.do_seq_major, sdO, QB, r0, h, b, q_full);
+                        bulk_load(ld, p.L + rb, QB * 4, q_full);
+                        bulk_load(ld + QB * 4, p.Dd + rb, QB * 4, q_full);
+                    }
+                    ls ^= 1;
+                    while (next < kb_end) {
+                        kb = next;
+                        cls = ncls;
+                        next = next_live(scan, sums, kb + 1, kb_end, r0, r1, &ncls);
+                        put_block(b, h, mbh, kb, cls, next >= kb_end);
+                    }
+                }
             }
-            xn = claim_item(p.counters + 1, slot + 2);
+            xn = __shfl_sync(0xffffffffu, next_xn, 0);
         }
-        return false;
-    };
-
-    PROF_INIT();
-    mbar_init_all(sBar, 3);
-
-    q_item it;
-    live_scan scan;
-    int kb = 0, cls = FM_TILE_SKIPPED, st = 0, ls = 0;
-    unsigned phase = 0; /* bit s: parity of the next wait on bar[s] */
-    bool have = find_item(blockIdx.x, &it, &scan, &kb, &cls);
-    if (have) {
-        load_q(it, 0);
-        load_kv(it, kb, cls, 0);
+        /* no more items: tell the consumers */
+        mbar_wait(q_empty, q_par);
+        if (lane == 0) {
+            *qinfo = {-1, 0, 0, -1};
+            mbar_arrive(q_full);
+        }
+        return;
     }
-    fm_cp_async_commit();
 
-    const int rl = wg * 64 + warp * 16 + g; /* tile row of hh = 0; + 8 for hh = 1 */
-    const uint32_t q_wg = sQ + wg * 64 * 128, do_wg = sdO + wg * 64 * 128;
-    bool stored = false; /* a dQ store from a V stage may still be reading it */
+    /* ---- consumers ---- */
+    reg_alloc<CONSUMER_REGS>();
+    const int ctid = tid - 128, cw = ctid / 128, warp = (ctid / 32) % 4, lane = ctid % 32;
+    const int g = lane / 4, t = lane % 4;
+    const int rl = cw * 64 + warp * 16 + g; /* tile row of hh = 0; + 8 for hh = 1 */
+    const uint32_t q_wg = sQ + cw * 64 * 128, do_wg = sdO + cw * 64 * 128;
+    int st = 0, ls = 0;
+    unsigned kv_par = 0, q_par = 0;
+    int pending = -1; /* a V stage whose dQ store this thread issued and has not yet released */
     float dq[D / 2];
-    while (have) {
-        int fetched = 0; /* the item after this one; its latency hides behind the walk */
-        if (tid == 0)
-            fetched = atomicAdd(p.counters + 1, 1) + gridDim.x;
+    while (true) {
+        mbar_wait(q_full, q_par);
+        q_par ^= 1u;
+        const ws_q_info it = *qinfo;
+        if (it.r0 < 0)
+            break;
 #pragma unroll
         for (int i = 0; i < D / 2; i++)
             dq[i] = 0.f;
-        const int r1 = min(it.r0 + QB, p.seq_len_q);
-        const fm_block_summary *sums = mask_sums(it);
         const float *fL = fLD + ls * 2 * QB, *fD = fL + QB;
-        PROF_COUNT(14);
-        PROF(0); /* item start */
-        mbar_wait(sBar + 16, (phase >> 2) & 1);
-        phase ^= 1u << 2;
-        PROF(1); /* wait for Q, dO */
-        q_item nit = it;
-        bool nhave = true, last = false;
+        const bool chunk = LIST && it.e >= 0;
+        bool last = false;
+        int lst = 0;
         while (!last) {
-            const int c0 = kb * BN;
+            mbar_wait(kv_full + 8 * st, (kv_par >> st) & 1);
+            kv_par ^= 1u << st;
+            const ws_tile_info bi = blocks[st];
+            const int c0 = bi.q0 * BN;
+            last = bi.last;
             const uint32_t kst = sK + st * TK;
-            /* S and dP start as soon as this thread sees K and V land; the barrier and the next block's loads are
-             * issued while they run. */
-            mbar_wait(sBar + 8 * st, (phase >> st) & 1);
-            phase ^= 1u << st;
-            PROF_COUNT(13);
-            PROF(2); /* wait for K, V */
             float s[BN / 2], dp[BN / 2];
             wg_fence();
             wg_gemm_kk<T, D, BN>(s, q_wg, QB, kst, BN);
             wg_gemm_kk<T, D, BN>(dp, do_wg, QB, sV + st * TK, BN);
             wg_commit();
-            int ncls = FM_TILE_SKIPPED;
-            int next = next_live(scan, sums, kb + 1, it.kb_end, it.r0, r1, &ncls);
-            last = next >= it.kb_end;
-            PROF(3); /* S, dP issued; the next block */
-            if (last && tid == 0)
-                slot[ls] = fetched;
-            if (stored && tid % 128 == 32)
-                bulk_wait_read<0>(); /* the item before's dQ store, from the V stage loaded next */
-            stored = false;
-            fm_cp_async_wait<0>();
-            const bool masked_tile = cls == FM_TILE_PARTIAL || c0 + BN > p.seq_len_k;
-            if (masked_tile && tid < BN) {
-                /* the row masks of the key this thread loaded the bounds of (its own copy has landed) */
-                const bool ok = c0 + tid < p.seq_len_k;
-                const int4 v = fBd[st * BN + tid];
-                fBits[st * BN + tid] = ok ? make_uint4(fm_masked_rows32(v, it.r0), fm_masked_rows32(v, it.r0 + 32),
-                                                       fm_masked_rows32(v, it.r0 + 64), fm_masked_rows32(v, it.r0 + 96))
-                                          : make_uint4(~0u, ~0u, ~0u, ~0u);
+            if (pending >= 0) {
+                /* the item before's dQ store has read its V stage: the producer may load into it */
+                bulk_wait_read<0>();
+                mbar_arrive(kv_empty + 8 * pending);
+                pending = -1;
             }
-            __syncthreads(); /* the row masks of block kb are written; everyone is done with the other stage;
-                              * slot[ls] is written */
-            PROF(4); /* cp.async wait, row masks, CTA barrier */
-            if (!last) {
-                load_kv(it, next, ncls, st ^ 1);
-                PROF(5); /* next block's loads */
-            } else {
-                nhave = find_item(slot[ls], &nit, &scan, &next, &ncls);
-                if (nhave)
-                    load_kv(nit, next, ncls, st ^ 1);
-                PROF(6); /* next item found, its first block's loads */
-            }
-            fm_cp_async_commit();
-            wg_wait<0>();
-            PROF(7); /* S, dP products */
-            if (last) {
-                /* both warpgroups are done with Q, dO and this stage's V: the next item's Q and dO go out (its L
-                 * and Dd to the other stage, this item's are read below), and V takes the dQ tile below */
-                asm volatile("bar.sync 1, 256;\n" ::: "memory");
-                if (nhave) {
-                    load_q(nit, ls ^ 1);
-                    fm_cp_async_commit();
+            const bool masked_tile = bi.cls == FM_TILE_PARTIAL || c0 + BN > p.seq_len_k;
+            if (masked_tile) {
+                /* this warpgroup's words of the row masks of key ctid % 128 (words 2 cw, 2 cw + 1: its 64 rows) */
+                const int key = ctid % 128;
+                uint32_t w0 = ~0u, w1 = ~0u;
+                if (c0 + key < p.seq_len_k) {
+                    const int4 v = fBd[st * BN + key];
+                    w0 = fm_masked_rows32(v, it.r0 + 64 * cw);
+                    w1 = fm_masked_rows32(v, it.r0 + 64 * cw + 32);
                 }
-                PROF(8); /* warpgroups' barrier, next Q and dO */
+                *reinterpret_cast<uint2 *>(fBits + (st * BN + key) * 4 + 2 * cw) = make_uint2(w0, w1);
+                asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");
+            }
+            wg_wait<0>();
+            if (last) {
+                /* S and dP have read Q and dO: the producer may load the next item's */
+                __syncwarp();
+                if (lane == 0)
+                    mbar_arrive(q_empty);
             }
 
             /* dS = P (dP - Dd); element 4 n + 2 hh + e is row rl + 8 hh, key c0 + 8 n + 2 t + e. Masked elements
              * (partial blocks, the ragged last block) get a scaled score of -inf before the exp2: word rl / 32 of
              * a key's row masks, shifted by rl % 32, has row rl in bit 0 and row rl + 8 in bit 8. */
-            const uint32_t *kbits = reinterpret_cast<const uint32_t *>(fBits + st * BN) + rl / 32;
+            const uint32_t *kbits = fBits + st * BN * 4 + rl / 32;
             auto grads = [&](auto with_mask) {
 #pragma unroll
                 for (int hh = 0; hh < 2; hh++) {
@@ -978,28 +984,28 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
 #pragma unroll
                 for (int x = 0; x < 4; x++)
                     da[kk][x] = dt::pack(dp[8 * kk + 2 * x], dp[8 * kk + 2 * x + 1]);
-            PROF(9); /* dS */
             wg_fence();
             wg_gemm_rn<T, BN, D>(dq, da, kst, BN);
             wg_commit();
             wg_wait<0>();
-            PROF(10); /* dQ product */
-            kb = next;
-            cls = ncls;
+            if (!last || chunk) {
+                /* this warp is done with the stage (the last block's V takes the dQ tile below) */
+                __syncwarp();
+                if (lane == 0)
+                    mbar_arrive(kv_empty + 8 * st);
+            }
+            lst = st;
             st ^= 1;
         }
 
-        if (LIST && it.e >= 0) { /* a chunk: its partial sums (bwd_sum_kernel adds them up) */
-            put_part<D / 2>(sc, sc.list[it.e], 0, dq, tid);
-            PROF(11);
-            it = nit;
-            have = nhave;
+        if (chunk) { /* its partial sums (bwd_sum_kernel adds them up) */
+            put_part<D / 2>(sc, sc.list[it.e], 0, dq, ctid);
             ls ^= 1;
             continue;
         }
-        /* dQ times the scale into this warpgroup's rows of the V stage of the last block, then out by TMA store
-         * while the next item's loads are in flight */
-        const uint32_t sdq = sV + (st ^ 1) * TK;
+        /* dQ times the scale into this warpgroup's rows of the V stage of the last block, then out by TMA store,
+         * whose reading of the stage the next block waits for before it frees the stage */
+        const uint32_t sdq = sV + lst * TK;
 #pragma unroll
         for (int hh = 0; hh < 2; hh++) {
 #pragma unroll
@@ -1008,26 +1014,24 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
                     dt::pack(dq[4 * n + 2 * hh] * p.scale, dq[4 * n + 2 * hh + 1] * p.scale);
         }
         fence_proxy_async();
-        asm volatile("bar.sync %0, 128;\n" ::"r"(2 + wg) : "memory");
-        stored = true;
-        if (tid % 128 == 32) /* not thread 0, whose waits would then also cover its loads */
-            tma_store_tile<D>(&m.out0, m.out0_seq_major, sdq + wg * 64 * 128, BN * 128, it.r0 + wg * 64, it.h, it.b);
-        PROF(11); /* epilogue */
-        it = nit;
-        have = nhave;
+        asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");
+        if (ctid % 128 == 0) {
+            tma_store_tile<D>(&m.out0, m.out0_seq_major, sdq + cw * 64 * 128, BN * 128, it.r0 + cw * 64, it.h, it.b);
+            pending = lst;
+        } else if (lane == 0) {
+            mbar_arrive(kv_empty + 8 * lst);
+        }
         ls ^= 1;
     }
-    fm_cp_async_wait<0>();
-    if (tid % 128 == 32)
+    if (ctid % 128 == 0)
         bulk_wait<0>();
     /* done only when the main kernel is (its dK and dV written): what follows in the stream waits for this grid */
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
-    PROF_END(1);
 }
 #endif
 
 template <typename T, int D>
-__global__ void __launch_bounds__(NTHREADS, 1)
+__global__ void __launch_bounds__(WS_THREADS, 1)
     bwd_dq_sm90_kernel(const bwd_params p, const __grid_constant__ bwd_maps m)
 {
 #ifdef FM_SM90_BODY
@@ -1168,7 +1172,7 @@ template <typename T, int D> cudaError_t launch_dq(const bwd_params &p, cudaStre
     bwd_maps m;
     if (!make_maps<D>(p, fm_is_bf16<T>::value, QB, true, &m))
         return cudaErrorInvalidValue;
-    cudaError_t e = launch_kernel(bwd_dq_sm90_kernel<T, D>, NTHREADS, dq_smem_bytes<D>(), &attr_done, n_dq_items(p), p, m,
+    cudaError_t e = launch_kernel(bwd_dq_sm90_kernel<T, D>, WS_THREADS, dq_smem_bytes<D>(), &attr_done, n_dq_items(p), p, m,
                                   true, stream);
     if (e != cudaSuccess)
         return e;
