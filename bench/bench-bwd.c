@@ -9,7 +9,6 @@
 #include "famask.h"
 #include "kernels.h"
 #include <cuda_runtime_api.h>
-#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,8 +85,6 @@ int main(int argc, char **argv)
     cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
     float *ms = malloc(sizeof(float) * reps);
     int *cnt = malloc(sizeof(int) * (N + 1));
-    /* a library built with FM_BWD_PROF (kernels/bwd-sm90.cu) counts the kernels' phases: those of the timed runs */
-    void (*prof)(const char *) = (void (*)(const char *))dlsym(RTLD_DEFAULT, "fm_bwd_prof_print");
     char *list = strdup(argv[6]), *save = NULL;
     for (char *mk = strtok_r(list, ",", &save); mk; mk = strtok_r(NULL, ",", &save)) {
         famask_mask *m = make_mask(ctx, mk, N);
@@ -109,7 +106,6 @@ int main(int argc, char **argv)
         cudaMemcpy(dl, lse, sizeof(float) * B * H * N, cudaMemcpyHostToDevice);
         for (int w = 0; w < 3; w++)
             if (fm_cuda_attn(ctx, m, &a, 1)) { fprintf(stderr, "bwd: %s\n", famask_ctx_errmsg(ctx)); return 1; }
-        if (prof) prof(NULL);
         for (int r = 0; r < reps; r++) {
             cudaEventRecord(e0, 0);
             fm_cuda_attn(ctx, m, &a, 1);
@@ -125,7 +121,6 @@ int main(int argc, char **argv)
         printf("famask bwd mask %-6s B %d H %d Hkv %d N %d D %d det %d: %.3f ms %.1f TFLOP/s (min %.3f) %s\n", base, B,
                H, Hkv, N, D, det, t, flops / t / 1e9, ms[0], err ? cudaGetErrorString(err) : "");
         if (err) return 1;
-        if (prof) prof(base);
         famask_mask_free(m);
     }
     return 0;

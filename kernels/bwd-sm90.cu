@@ -45,41 +45,6 @@
 #include <string.h>
 #include <type_traits>
 
-/* FM_BWD_PROF (a measurement build only, never a normal one): thread 0 of every CTA of both kernels adds the clock
- * cycles between its marks into per-phase counters, which fm_bwd_prof_print prints (bench/bench-bwd.c calls it
- * where the library has it). A phase is the time since the mark before; see the PROF calls for what each covers. */
-#ifdef FM_BWD_PROF
-#include <stdio.h>
-__device__ unsigned long long fm_bwd_prof[2][16];
-#define PROF_INIT()                                                                                                 \
-    __shared__ unsigned long long prof_acc[16];                                                                     \
-    long long prof_t = clock64();                                                                                   \
-    if (threadIdx.x == 0)                                                                                           \
-        for (int i_ = 0; i_ < 16; i_++)                                                                             \
-            prof_acc[i_] = 0;
-#define PROF(i)                                                                                                     \
-    if (threadIdx.x == 0) {                                                                                         \
-        const long long n_ = clock64();                                                                             \
-        prof_acc[i] += n_ - prof_t;                                                                                 \
-        prof_t = n_;                                                                                                \
-    }
-#define PROF_COUNT(i)                                                                                               \
-    if (threadIdx.x == 0)                                                                                           \
-        prof_acc[i]++;
-#define PROF_END(k)                                                                                                 \
-    if (threadIdx.x == 0) {                                                                                         \
-        PROF(12);                                                                                                   \
-        for (int i_ = 0; i_ < 16; i_++)                                                                             \
-            atomicAdd(&fm_bwd_prof[k][i_], prof_acc[i_]);                                                           \
-        atomicAdd(&fm_bwd_prof[k][15], 1ull);                                                                       \
-    }
-#else
-#define PROF_INIT()
-#define PROF(i)
-#define PROF_COUNT(i)
-#define PROF_END(k)
-#endif
-
 namespace
 {
 
@@ -352,8 +317,12 @@ __device__ void store_sum(const bwd_sched &s, const sched_entry &e, int at, RowP
  * last key block, the keys' bounds (bulk copies). Each stage has a full and an empty mbarrier, and its item or
  * tile description sits beside it. Consumer warpgroup c owns keys 64c..64c+63 of the item's key block. It only
  * waits for full stages, computes, and frees the stage.
- * (The first version had both warpgroups compute and thread 0 issue every load, with a CTA barrier per tile; the
- * FM_BWD_PROF counters put the loads' issue at 700-800 cycles of a tile's 3300-4200 on the critical path.) */
+ * (The first version had both warpgroups compute and thread 0 issue every load, with a CTA barrier per tile:
+ * phase counters put the loads' issue at 700-800 cycles of a tile's 3300-4200 on the critical path, bench/RESULTS.md.)
+ * A stage is freed by one arrival per consumer warp (lane 0, after __syncwarp) or per warpgroup (after its named
+ * barrier), which orders the other threads' reads before it. compute-sanitizer's racecheck does not follow that
+ * and reports those reads against the producer's next writes; a build where every consumer thread arrives is
+ * clean but 5-7% slower (RESULTS.md). */
 constexpr int WS_THREADS = 384;
 
 struct ws_item_info {
@@ -1229,36 +1198,6 @@ cudaError_t fm_bwd_sm90_sched(bwd_params *p, int head_dim, void *mem, size_t *by
     *bytes = at;
     return cudaSuccess;
 }
-
-#ifdef FM_BWD_PROF
-/* Prints the phase counters since the last call (label NULL: prints nothing) and zeroes them. */
-extern "C" void fm_bwd_prof_print(const char *label)
-{
-    static const char *names[2][13] = {
-        {"item start", "wait K,V", "wait Q,dO", "S,dP issue+walk", "cp.async+barrier", "tile loads", "find item+loads",
-         "S,dP products", "P,dS", "dV,dK products", "epilogue", "tail", "end"},
-        {"item start", "wait Q,dO", "wait K,V", "S,dP issue+scan", "cp.async+masks+barrier", "block loads",
-         "find item+loads", "S,dP products", "wg barrier+Q,dO", "dS", "dQ product", "epilogue", "end"}};
-    unsigned long long h[2][16];
-    cudaDeviceSynchronize();
-    cudaMemcpyFromSymbol(h, fm_bwd_prof, sizeof h);
-    const unsigned long long zero[2][16] = {};
-    cudaMemcpyToSymbol(fm_bwd_prof, zero, sizeof zero);
-    if (!label)
-        return;
-    for (int k = 0; k < 2; k++) {
-        unsigned long long total = 0;
-        for (int i = 0; i < 13; i++)
-            total += h[k][i];
-        printf("prof %s %s: CTAs %llu, items %llu, tiles %llu, cycles per CTA %.0f\n", label, k ? "dQ pass" : "main",
-               h[k][15], h[k][14], h[k][13], h[k][15] ? (double)total / h[k][15] : 0.0);
-        for (int i = 0; i < 13; i++)
-            printf("prof %s %s   %-24s %5.1f%%  %7.0f per item  %6.0f per tile\n", label, k ? "dQ" : "main", names[k][i],
-                   total ? 100.0 * h[k][i] / total : 0.0, h[k][14] ? (double)h[k][i] / h[k][14] : 0.0,
-                   h[k][13] ? (double)h[k][i] / h[k][13] : 0.0);
-    }
-}
-#endif
 
 cudaError_t fm_bwd_dq_sm90(const bwd_params &p, int head_dim, int is_bf16, cudaStream_t stream)
 {
