@@ -366,6 +366,20 @@ __device__ __forceinline__ void bulk_load(uint32_t dst, const void *src, uint32_
                  : "memory");
 }
 
+/* Thread 0 initialises N consecutive mbarriers from bar with the given arrival counts; the whole CTA meets after.
+ * (The role split that follows stays in each kernel: with setmaxnreg inside a helper that returns the role, ptxas
+ * lost the consumers' register budget and spilled 1-3 KB per thread.) */
+template <int N> __device__ __forceinline__ void mbar_init_counts(uint32_t bar, const int (&counts)[N])
+{
+    if (threadIdx.x == 0) {
+#pragma unroll
+        for (int i = 0; i < N; i++)
+            mbar_init(bar + 8 * i, counts[i]);
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+}
+
 /* LIST: the plan's list is not empty (n_list entries). Compiled twice so that the usual case, no list, keeps the
  * producer's registers. */
 template <typename T, int D, bool LIST>
@@ -396,16 +410,9 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
     const int n_kb = (p.seq_len_k + BN - 1) / BN, n_qtiles = (p.seq_len_q + BM - 1) / BM;
     const bwd_sched &sc = p.sched[0];
 
-    if (tid == 0) {
-        for (int s = 0; s < 2; s++) {
-            mbar_init(kv_full + 8 * s, 1);
-            mbar_init(kv_empty + 8 * s, 2);
-            mbar_init(q_full + 8 * s, 1);
-            mbar_init(q_empty + 8 * s, 8); /* each consumer warp */
-        }
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    }
-    __syncthreads();
+    /* full barriers: one arrival (the producer's, with the bytes); empty: one per consumer warpgroup (K, V) or
+     * consumer warp (Q, dO) */
+    mbar_init_counts(sBar, {1, 1, 2, 2, 1, 1, 8, 8});
 
     if (wg == 0) {
         /* ---- producer: warp 0, its lanes in step; lane 0 issues ---- */
@@ -745,16 +752,8 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
     const int n_qt = (p.seq_len_q + QB - 1) / QB;
     const bwd_sched &sc = p.sched[1];
 
-    if (tid == 0) {
-        for (int s = 0; s < 2; s++) {
-            mbar_init(kv_full + 8 * s, 1);
-            mbar_init(kv_empty + 8 * s, 8); /* each consumer warp */
-        }
-        mbar_init(q_full, 1);
-        mbar_init(q_empty, 8); /* each consumer warp */
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    }
-    __syncthreads();
+    /* full barriers: one arrival (the producer's, with the bytes); empty: one per consumer warp */
+    mbar_init_counts(sBar, {1, 1, 8, 8, 1, 8});
 
     if (wg == 0) {
         /* ---- producer: warp 0, its lanes in step; lane 0 issues ---- */
