@@ -6,17 +6,20 @@
  * form of the deterministic mode (no dQ accumulator, no atomics), which measured as fast as dQ by atomics or
  * faster.
  *
- * Both kernels are persistent: one CTA per multiprocessor takes work items from a counter and loads the next
- * item's first tiles during the current item's last one. Their outputs leave by TMA store from shared memory that
- * the item's last products have freed. The dQ pass is a programmatic dependent launch of the main kernel: it
+ * Both kernels are persistent and warp-specialised: one CTA of three warpgroups per multiprocessor. The first
+ * warp of warpgroup 0 is the producer: it takes work items from a counter, walks their live tiles and issues
+ * every load (TMA, bulk copies) into shared-memory stages guarded by full and empty mbarriers, running ahead of
+ * the consumers by up to two stages. Warpgroups 1 and 2 consume (setmaxnreg: 224 registers each, the producer's
+ * warpgroup 56): they wait for full stages, compute, and free them; no barrier spans the CTA after the start.
+ * Their outputs leave by TMA store from shared memory that the item's last products have freed. The dQ pass is a programmatic dependent launch of the main kernel: it
  * reads only the preprocess's L and Dd, so its CTAs start on the multiprocessors the main kernel's CTAs leave
  * while the others finish their last key blocks, and it waits for the main kernel only before it ends.
  *
- * Main kernel (dK, dV): a work item is a (key block of 128, kv head, batch), for a CTA of two warpgroups;
- * warpgroup w owns keys 64w..64w+63. K and V of the block come in once by TMA (two stages: the next item's
- * block loads while this one finishes); the CTA walks the live query tiles of 64 rows of every
- * query head of its GQA group (fm_bwd::next_query_tile), Q and dO by TMA into two stages, L, Dd and (for
- * partial tiles) the keys' bounds by cp.async. Per tile, each warpgroup computes on the tensor cores
+ * Main kernel (dK, dV): a work item is a (key block of 128, kv head, batch); consumer warpgroup w owns keys
+ * 64w..64w+63. K and V of the block come in once by TMA (two stages: the next item's block loads while this one
+ * finishes); the producer walks the live query tiles of 64 rows of every query head of its GQA group
+ * (fm_bwd::next_query_tile), Q and dO by TMA into two stages, L, Dd and (for partial tiles) the keys' bounds by
+ * bulk copy. Per tile, each consumer warpgroup computes on the tensor cores
  *     S^T = K Q^T, dP^T = V dO^T   (m64n64, both operands from shared memory, K-major),
  * then in registers P^T = exp2(S^T scale log2(e) - L), dS^T = P^T (dP^T - Dd), zero where masked, and
  *     dV += P^T dO, dK += dS^T Q   (m64nD, A from registers, B from shared memory MN-major).
@@ -24,9 +27,9 @@
  * in shared memory, added with 8-byte atomics: 13.69 ms against 13.73 for the split form at 8K full, 2.40
  * against 2.18 on document masks.)
  *
- * dQ pass: a work item is a (query tile of 128, head, batch), for a CTA of two warpgroups, walking the live key
- * blocks of 128 in order as the forward does (fwd.cuh's live_scan, within the tile's live range from
- * fm_cuda_mask_ranges), K and V through TMA in two stages:
+ * dQ pass: a work item is a (query tile of 128, head, batch); consumer warpgroup w owns rows 64w..64w+63. The
+ * producer walks the live key blocks of 128 in order as the forward does (fwd.cuh's live_scan, within the tile's
+ * live range from fm_cuda_mask_ranges), K and V through TMA in two stages:
  *     S = Q K^T, dP = dO V^T (m64n128 from shared memory), P = exp2(S scale log2(e) - L), dS = P (dP - Dd),
  *     dQ += dS K (m64nD, dS from registers, K MN-major),
  * then dQ times the scale to the output.

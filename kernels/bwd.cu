@@ -44,7 +44,8 @@
  *
  * Measured (H200, 2026-11-21, 8K, B 4, H 16, D 128, bf16, TFLOP/s counting visible pairs): full 276 and causal
  * 260, against 300 and 280 for SDPA flash's backward in the same run. On sm_90 devices, head dims 64 and 128 take
- * the Hopper kernels of kernels/bwd-sm90.cu instead (always in the split form of the deterministic mode), at 400.
+ * the Hopper kernels of kernels/bwd-sm90.cu instead (always in the split form of the deterministic mode), at 460
+ * (bench/RESULTS.md).
  *
  * Shared-memory tiles are rows padded by 16 bytes (the row pitch shifts each row by four banks), which keeps
  * ldmatrix conflict-free for every head dimension, 32 and 96 included.
