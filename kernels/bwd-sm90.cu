@@ -369,22 +369,10 @@ __device__ __forceinline__ void bulk_load(uint32_t dst, const void *src, uint32_
                  : "memory");
 }
 
-/* Thread 0 initialises N consecutive mbarriers from bar with the given arrival counts; the whole CTA meets after.
- * (The role split that follows stays in each kernel: with setmaxnreg inside a helper that returns the role, ptxas
- * lost the consumers' register budget and spilled 1-3 KB per thread.) */
-template <int N> __device__ __forceinline__ void mbar_init_counts(uint32_t bar, const int (&counts)[N])
-{
-    if (threadIdx.x == 0) {
-#pragma unroll
-        for (int i = 0; i < N; i++)
-            mbar_init(bar + 8 * i, counts[i]);
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    }
-    __syncthreads();
-}
-
 /* LIST: the plan's list is not empty (n_list entries). Compiled twice so that the usual case, no list, keeps the
- * producer's registers. */
+ * producer's registers. The role split (setmaxnreg, then producer or consumer code) is written out here and in
+ * the dQ pass: with setmaxnreg inside a helper that returns the role, ptxas lost the consumers' register budget
+ * and spilled 1-3 KB per thread. */
 template <typename T, int D, bool LIST>
 __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_maps &m, const int n_list)
 {
@@ -415,7 +403,7 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
 
     /* full barriers: one arrival (the producer's, with the bytes); empty: one per consumer warpgroup (K, V) or
      * consumer warp (Q, dO) */
-    mbar_init_counts(sBar, {1, 1, 2, 2, 1, 1, 8, 8});
+    mbar_init_all(sBar, {1, 1, 2, 2, 1, 1, 8, 8});
 
     if (wg == 0) {
         /* ---- producer: warp 0, its lanes in step; lane 0 issues ---- */
@@ -756,7 +744,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
     const bwd_sched &sc = p.sched[1];
 
     /* full barriers: one arrival (the producer's, with the bytes); empty: one per consumer warp */
-    mbar_init_counts(sBar, {1, 1, 8, 8, 1, 8});
+    mbar_init_all(sBar, {1, 1, 8, 8, 1, 8});
 
     if (wg == 0) {
         /* ---- producer: warp 0, its lanes in step; lane 0 issues ---- */

@@ -277,7 +277,7 @@ __global__ void __launch_bounds__(NTHREADS, 1)
         fm_cp_async_commit();
     };
 
-    mbar_init_all(sBar, 3);
+    mbar_init_all(sBar, {1, 1, 1});
     int k = 0;
     tile cur = tile_at(blockIdx.x);
     start_tile(cur);

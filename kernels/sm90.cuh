@@ -74,13 +74,14 @@ FM_DEV void mbar_init(uint32_t bar, int count)
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
 }
 
-/* n consecutive barriers from bar, each for one arrival, initialised by thread 0 and made visible to the async
- * proxy; the whole CTA calls it and meets at a barrier before any use. */
-FM_DEV void mbar_init_all(uint32_t bar, int n)
+/* N consecutive barriers from bar, barrier i for counts[i] arrivals, initialised by thread 0 and made visible to
+ * the async proxy; the whole CTA calls it and meets at a barrier before any use. */
+template <int N> FM_DEV void mbar_init_all(uint32_t bar, const int (&counts)[N])
 {
     if (threadIdx.x == 0) {
-        for (int i = 0; i < n; i++)
-            mbar_init(bar + 8 * i, 1);
+#pragma unroll
+        for (int i = 0; i < N; i++)
+            mbar_init(bar + 8 * i, counts[i]);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
