@@ -6,19 +6,20 @@
  * form of the deterministic mode (no dQ accumulator, no atomics), which measured as fast as dQ by atomics or
  * faster.
  *
- * Both kernels are persistent and warp-specialised: one CTA of three warpgroups per multiprocessor. The first
- * warp of warpgroup 0 is the producer: it takes work items from a counter, walks their live tiles and issues
- * every load (TMA, bulk copies) into shared-memory stages guarded by full and empty mbarriers, running ahead of
- * the consumers by up to two stages. Warpgroups 1 and 2 consume (setmaxnreg: 224 registers each, the producer's
- * warpgroup 56): they wait for full stages, compute, and free them; no barrier spans the CTA after the start.
- * Their outputs leave by TMA store from shared memory that the item's last products have freed. The dQ pass is a programmatic dependent launch of the main kernel: it
- * reads only the preprocess's L and Dd, so its CTAs start on the multiprocessors the main kernel's CTAs leave
- * while the others finish their last key blocks, and it waits for the main kernel only before it ends.
+ * Both kernels are persistent and warp-specialised: one CTA of three warpgroups per multiprocessor. The first warp of
+ * warpgroup 0 is the producer: it takes work items from a counter, walks their live tiles and issues every load (TMA,
+ * bulk copies) into shared-memory stages guarded by full and empty mbarriers, running ahead of the consumers by up to
+ * two stages (three for the main kernel's Q and dO at head dim 64). Warpgroups 1 and 2 consume (setmaxnreg: 224
+ * registers each, the producer's warpgroup 56): they wait for full stages, compute, and free them; no barrier spans the
+ * CTA after the start. Their outputs leave by TMA store from shared memory that the item's last products have freed.
+ * The dQ pass is a programmatic dependent launch of the main kernel: it reads only the preprocess's L and Dd, so its
+ * CTAs start on the multiprocessors the main kernel's CTAs leave while the others finish their last key blocks, and it
+ * waits for the main kernel only before it ends.
  *
  * Main kernel (dK, dV): a work item is a (key block of 128, kv head, batch); consumer warpgroup w owns keys
  * 64w..64w+63. K and V of the block come in once by TMA (two stages: the next item's block loads while this one
  * finishes); the producer walks the live query tiles of 64 rows of every query head of its GQA group
- * (fm_bwd::next_query_tile), Q and dO by TMA into two stages, L, Dd and (for partial tiles) the keys' bounds by
+ * (fm_bwd::next_query_tile), Q and dO by TMA into two stages (three at head dim 64), L, Dd and (for partial tiles) the keys' bounds by
  * bulk copy. Per tile, each consumer warpgroup computes on the tensor cores
  *     S^T = K Q^T, dP^T = V dO^T   (m64n64, both operands from shared memory, K-major),
  * then in registers P^T = exp2(S^T scale log2(e) - L), dS^T = P^T (dP^T - Dd), zero where masked, and
@@ -335,11 +336,20 @@ struct ws_tile_info {
     int q0, cls, last, pad;
 };
 
+/* Stages of Q and dO, each with its L, Dd, keys' bounds and tile description: three where shared memory has room
+ * (head dim 64; at 128 a third would need 233 KB), so that the producer runs two tiles ahead (bench/RESULTS.md,
+ * session 10). */
+template <int D> constexpr int ws_q_stages()
+{
+    return D == 64 ? 3 : 2;
+}
+
 template <int D> constexpr int ws_smem_bytes()
 {
-    /* two stages of K and V; two of Q and dO; two of (L, Dd); two of the keys' bounds; eight mbarriers; two item
-     * and two tile descriptions; 1024 for aligning the base */
-    return 1024 + 2 * 2 * BN * D * 2 + 2 * 2 * BM * D * 2 + 2 * 2 * BM * 4 + 2 * BN * 16 + 8 * 8 + 2 * 16 + 2 * 16;
+    /* two stages of K and V; QS of Q and dO, of (L, Dd) and of the keys' bounds; 4 + 2 QS mbarriers; two item
+     * and QS tile descriptions; 1024 for aligning the base */
+    constexpr int QS = ws_q_stages<D>();
+    return 1024 + 2 * 2 * BN * D * 2 + QS * (2 * BM * D * 2 + 2 * BM * 4 + BN * 16 + 2 * 8 + 16) + 4 * 8 + 2 * 16;
 }
 
 #ifdef FM_SM90_BODY
@@ -378,6 +388,7 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
 {
     using dt = fm_dtype<T>;
     constexpr int TK = BN * D * 2, TQ = BM * D * 2;
+    constexpr int QS = ws_q_stages<D>();
     constexpr int NS = BM / 8; /* n8 query groups of S^T */
     constexpr int NO = D / 8;  /* n8 column groups of dK, dV */
 
@@ -385,16 +396,16 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
     const uint32_t base = (fm_smem_addr(smem_raw) + 1023u) & ~1023u;
     unsigned char *smem = smem_raw + (base - fm_smem_addr(smem_raw));
     const uint32_t sK = base;         /* stage s: K at sK + 2 s TK, V at sK + (2 s + 1) TK */
-    const uint32_t sQ = sK + 4 * TK;  /* two stages */
-    const uint32_t sdO = sQ + 2 * TQ; /* two stages */
-    const uint32_t sLD = sdO + 2 * TQ;
-    const uint32_t sBd = sLD + 2 * 2 * BM * 4;
-    const uint32_t sBar = sBd + 2 * BN * 16; /* kv_full[2], kv_empty[2], q_full[2], q_empty[2] */
-    const uint32_t kv_full = sBar, kv_empty = sBar + 16, q_full = sBar + 32, q_empty = sBar + 48;
+    const uint32_t sQ = sK + 4 * TK;   /* QS stages */
+    const uint32_t sdO = sQ + QS * TQ; /* QS stages */
+    const uint32_t sLD = sdO + QS * TQ;
+    const uint32_t sBd = sLD + QS * 2 * BM * 4;
+    const uint32_t sBar = sBd + QS * BN * 16; /* kv_full[2], kv_empty[2], q_full[QS], q_empty[QS] */
+    const uint32_t kv_full = sBar, kv_empty = sBar + 16, q_full = sBar + 32, q_empty = q_full + 8 * QS;
     const float *fLD = reinterpret_cast<const float *>(smem + (sLD - base)); /* [stage][L, Dd][BM] */
     const int4 *fBd = reinterpret_cast<const int4 *>(smem + (sBd - base));   /* [stage][BN] */
-    ws_item_info *items = reinterpret_cast<ws_item_info *>(smem + (sBar - base) + 64); /* [2] */
-    ws_tile_info *tiles = reinterpret_cast<ws_tile_info *>(smem + (sBar - base) + 96); /* [2] */
+    ws_item_info *items = reinterpret_cast<ws_item_info *>(smem + (q_empty + 8 * QS - base)); /* [2] */
+    ws_tile_info *tiles = reinterpret_cast<ws_tile_info *>(items + 2);                        /* [QS] */
 
     const int tid = threadIdx.x, wg = tid / 128;
     const int group = p.n_head / p.n_head_kv;
@@ -403,7 +414,11 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
 
     /* full barriers: one arrival (the producer's, with the bytes); empty: one per consumer warpgroup (K, V) or
      * consumer warp (Q, dO) */
-    mbar_init_all(sBar, {1, 1, 2, 2, 1, 1, 8, 8});
+    int counts[4 + 2 * QS] = {1, 1, 2, 2};
+#pragma unroll
+    for (int i = 0; i < QS; i++)
+        counts[4 + i] = 1, counts[4 + QS + i] = 8;
+    mbar_init_all(sBar, counts);
 
     if (wg == 0) {
         /* ---- producer: warp 0, its lanes in step; lane 0 issues ---- */
@@ -413,7 +428,8 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
         const int lane = tid;
         const int n_items = n_list + n_kb * p.n_head_kv * p.batch; /* the plan's list, then every item in order */
         int ks = 0, st = 0;
-        unsigned kv_par = 3, q_par = 3; /* bit s: parity of the next wait on stage s's empty barrier (free at first) */
+        unsigned kv_par = 3, q_par = (1u << QS) - 1; /* bit s: parity of the next wait on stage s's empty barrier
+                                                       * (free at first) */
         int xn = blockIdx.x;
         tile_walk wk;
         while (xn < n_items) {
@@ -497,7 +513,7 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
                                           p.bounds + (((int64_t)mb * p.heads_m + mask_head(p, h)) * p.seq_len_k + k0) * 4,
                                           nbd, bar);
                         }
-                        st ^= 1;
+                        st = st + 1 == QS ? 0 : st + 1;
                         hi = nhi;
                         tt = nt;
                         cls = ncls;
@@ -619,7 +635,7 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
             __syncwarp();
             if (lane == 0)
                 mbar_arrive(q_empty + 8 * st);
-            st ^= 1;
+            st = st + 1 == QS ? 0 : st + 1;
         }
 
         if (LIST && it.e >= 0 && sc.list[it.e].slot >= 0) { /* a chunk: its partial sums (bwd_sum_kernel adds them up) */
@@ -963,7 +979,12 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
             continue;
         }
         /* dQ times the scale into this warpgroup's rows of the V stage of the last block, then out by TMA store,
-         * whose reading of the stage the next block waits for before it frees the stage */
+         * whose reading of the stage the next block waits for before it frees the stage.
+         * Open hazard (bench/RESULTS.md, session 10): the other warpgroup's dP of that block reads these rows of V
+         * too, and nothing orders its completion before these writes. The warpgroups run close to step and no run
+         * of this layout has shown it (bitwise repeats at 8K); with deeper stages at head dim 64 the outputs
+         * differed from run to run, which this would explain. The likely fix, not yet run on a device: a barrier
+         * over both consumer warpgroups (bar.sync 3, 256) before these writes. */
         const uint32_t sdq = sV + lst * TK;
 #pragma unroll
         for (int hh = 0; hh < 2; hh++) {
