@@ -73,6 +73,9 @@ static const bcase cases[] = {
      * copied back), both modes, GQA with a mask per key head or one for all, both layouts */
     {1, 4, 2, 2900, 2400, 128, FAMASK_DTYPE_BF16, 1, M_EVICT, 1, 2, 0, 0, 0},
     {2, 2, 1, 3200, 2600, 64, FAMASK_DTYPE_F16, 0, M_EVICT, 1, 1, 1, 0, 0},
+    /* short documents at head dim 64: several dQ items of a few key blocks per CTA, so that the stages of an
+     * item's Q, dO, L and Dd are reused while the items before are still being computed */
+    {4, 8, 2, 2048, 2048, 64, FAMASK_DTYPE_BF16, 0, M_DOCUMENT, 4, 8, 1, 0, 0},
 };
 
 /* ---- 16-bit conversions (round to nearest even) ---------------------------------------------------------------- */
