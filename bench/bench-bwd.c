@@ -1,8 +1,10 @@
 /*
- * bench-bwd.c: times the cuda backward, fm_cuda_attn (CUDA events, warm-up, median of reps) on random normal inputs.
- * usage: bench-bwd B H Hkv N D mask[,mask...] det [reps]; mask: full causal swa doc cdoc evict, or a saved mask's
+ * bench-bwd.c: times the cuda backward, fm_cuda_attn (CUDA events, warm-up, median of reps back to back) on random
+ * normal inputs.
+ * usage: bench-bwd B H Hkv N D mask[,mask...] det [reps]; mask: full causal swa doc cdoc evict part, or a saved mask's
  * path (with a '/'; peers.py --save-masks writes its families)
- * (evict: causal, and half the keys evicted at a row drawn in (key, key + N/16], as peers.py's random_eviction)
+ * (evict: causal, and half the keys evicted at a row drawn in (key, key + N/16], as peers.py's random_eviction;
+ * part: key j hidden from row 131 j mod N only, so almost every tile is partial at a density of almost 1)
  * Prints: mask, B, H, N, D, det, median ms, TFLOP/s (2.5 x 4 B H D visible pairs).
  * lse is set to log(visible keys of the row) + 0.5, what random normal scores give, so P stays in range.
  */
@@ -50,6 +52,9 @@ static famask_mask *make_mask(famask_ctx *ctx, const char *mk, int N)
             int r = j + 1 + (int)(rnd() * (N / 16));
             v[3] = j;
             if (j < N - 1 && rnd() < 0.5) v[0] = r < N ? r : N;
+        } else if (!strcmp(mk, "part")) {
+            int r = (int)(((int64_t)j * 131) % N);
+            v[0] = r; v[1] = r + 1;
         } else if (strcmp(mk, "full")) { fprintf(stderr, "unknown mask '%s'\n", mk); free(bd); return NULL; }
     }
     if (famask_mask_from_vectors(ctx, 1, 1, N, N, bd, &m)) fprintf(stderr, "%s\n", famask_ctx_errmsg(ctx));
@@ -62,6 +67,8 @@ int main(int argc, char **argv)
     if (argc < 8) { fprintf(stderr, "usage: bench-bwd B H Hkv N D mask[,mask...] det [reps]\n"); return 2; }
     int B = atoi(argv[1]), H = atoi(argv[2]), Hkv = atoi(argv[3]), N = atoi(argv[4]), D = atoi(argv[5]);
     int det = atoi(argv[7]), reps = argc > 8 ? atoi(argv[8]) : 20;
+    const int sync = getenv("BENCH_SYNC") && getenv("BENCH_SYNC")[0] == '1';
+    const int check = getenv("BENCH_CHECK") ? atoi(getenv("BENCH_CHECK")) : 0;
     famask_ctx *ctx; famask_ctx_create(&ctx);
     int64_t nq = (int64_t)B * N * H * D, nk = (int64_t)B * N * Hkv * D;
     uint16_t *h = malloc(2 * nq);
@@ -82,7 +89,8 @@ int main(int argc, char **argv)
         int hh = (i == 1 || i == 2 || i == 6 || i == 7) ? Hkv : H;
         ts[i]->data = d[i]; ts[i]->stride_batch = (int64_t)hh * N * D; ts[i]->stride_head = (int64_t)N * D; ts[i]->stride_seq = D;
     }
-    cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
+    cudaEvent_t *ev = malloc(sizeof(cudaEvent_t) * 2 * reps);
+    for (int r = 0; r < 2 * reps; r++) cudaEventCreate(&ev[r]);
     float *ms = malloc(sizeof(float) * reps);
     int *cnt = malloc(sizeof(int) * (N + 1));
     char *list = strdup(argv[6]), *save = NULL;
@@ -106,14 +114,19 @@ int main(int argc, char **argv)
         cudaMemcpy(dl, lse, sizeof(float) * B * H * N, cudaMemcpyHostToDevice);
         for (int w = 0; w < 3; w++)
             if (fm_cuda_attn(ctx, m, &a, 1)) { fprintf(stderr, "bwd: %s\n", famask_ctx_errmsg(ctx)); return 1; }
+        /* back to back, as peers.py times its calls: the host's work for a call overlaps the device's for the one
+         * before */
+        cudaDeviceSynchronize();
         for (int r = 0; r < reps; r++) {
-            cudaEventRecord(e0, 0);
+            cudaEventRecord(ev[2 * r], 0);
             fm_cuda_attn(ctx, m, &a, 1);
-            cudaEventRecord(e1, 0);
-            cudaEventSynchronize(e1);
-            cudaEventElapsedTime(&ms[r], e0, e1);
+            cudaEventRecord(ev[2 * r + 1], 0);
+            if (sync) /* BENCH_SYNC=1: each call alone, its host work included */
+                cudaEventSynchronize(ev[2 * r + 1]);
         }
         cudaError_t err = cudaDeviceSynchronize();
+        for (int r = 0; r < reps; r++)
+            cudaEventElapsedTime(&ms[r], ev[2 * r], ev[2 * r + 1]);
         qsort(ms, reps, sizeof(float), cmpf);
         double t = ms[reps / 2];
         double flops = 2.5 * 4.0 * B * H * (double)D * (double)vis;
@@ -121,6 +134,24 @@ int main(int argc, char **argv)
         printf("famask bwd mask %-6s B %d H %d Hkv %d N %d D %d det %d: %.3f ms %.1f TFLOP/s (min %.3f) %s\n", base, B,
                H, Hkv, N, D, det, t, flops / t / 1e9, ms[0], err ? cudaGetErrorString(err) : "");
         if (err) return 1;
+        if (check) { /* BENCH_CHECK=n: n more calls, each output compared bit for bit with the first's */
+            int64_t len[3] = {nq, nk, nk};
+            uint16_t *first = malloc(2 * (nq + 2 * nk)), *again = malloc(2 * (nq + 2 * nk));
+            int differ = 0;
+            for (int c = 0; c <= check; c++) {
+                fm_cuda_attn(ctx, m, &a, 1);
+                cudaDeviceSynchronize();
+                uint16_t *dst = c ? again : first;
+                for (int i = 0; i < 3; i++) {
+                    cudaMemcpy(dst, d[5 + i], 2 * len[i], cudaMemcpyDeviceToHost);
+                    dst += len[i];
+                }
+                differ += c && memcmp(first, again, 2 * (nq + 2 * nk)) != 0;
+            }
+            printf("famask bwd mask %-6s D %d: %d of %d repeated calls differ from the first\n", base, D, differ, check);
+            free(first);
+            free(again);
+        }
         famask_mask_free(m);
     }
     return 0;
