@@ -68,7 +68,13 @@ int main(int argc, char **argv)
     int B = atoi(argv[1]), H = atoi(argv[2]), Hkv = atoi(argv[3]), N = atoi(argv[4]), D = atoi(argv[5]);
     int det = atoi(argv[7]), reps = argc > 8 ? atoi(argv[8]) : 20;
     const int sync = getenv("BENCH_SYNC") && getenv("BENCH_SYNC")[0] == '1';
-    const int check = getenv("BENCH_CHECK") ? atoi(getenv("BENCH_CHECK")) : 0;
+    const char *check_env = getenv("BENCH_CHECK");
+    char *check_end = NULL;
+    const long check = check_env ? strtol(check_env, &check_end, 10) : 0;
+    if (check_env && (check_end == check_env || *check_end || check < 0 || check > 1000)) {
+        fprintf(stderr, "BENCH_CHECK: '%s' is not a count of repeated calls (0 to 1000)\n", check_env);
+        return 2;
+    }
     famask_ctx *ctx; famask_ctx_create(&ctx);
     int64_t nq = (int64_t)B * N * H * D, nk = (int64_t)B * N * Hkv * D;
     uint16_t *h = malloc(2 * nq);
@@ -148,7 +154,7 @@ int main(int argc, char **argv)
                 }
                 differ += c && memcmp(first, again, 2 * (nq + 2 * nk)) != 0;
             }
-            printf("famask bwd mask %-6s D %d: %d of %d repeated calls differ from the first\n", base, D, differ, check);
+            printf("famask bwd mask %-6s D %d: %d of %ld repeated calls differ from the first\n", base, D, differ, check);
             free(first);
             free(again);
         }
