@@ -979,12 +979,9 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
             continue;
         }
         /* dQ times the scale into this warpgroup's rows of the V stage of the last block, then out by TMA store,
-         * whose reading of the stage the next block waits for before it frees the stage.
-         * Open hazard (bench/RESULTS.md, session 10): the other warpgroup's dP of that block reads these rows of V
-         * too, and nothing orders its completion before these writes. The warpgroups run close to step and no run
-         * of this layout has shown it (bitwise repeats at 8K); with deeper stages at head dim 64 the outputs
-         * differed from run to run, which this would explain. The likely fix, not yet run on a device: a barrier
-         * over both consumer warpgroups (bar.sync 3, 256) before these writes. */
+         * whose reading of the stage the next block waits for before it frees the stage. The other warpgroup's dP
+         * of that block reads every row of V: both warpgroups meet first (barrier 3; both take every item). */
+        asm volatile("bar.sync 3, 256;\n" ::: "memory");
         const uint32_t sdq = sV + lst * TK;
 #pragma unroll
         for (int hh = 0; hh < 2; hh++) {
