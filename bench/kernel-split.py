@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""kernel-split.py: where famask's GPU backward spends its time, kernel by kernel (torch.profiler, CUPTI).
+
+For each mask family of peers.py and each head dim, runs the fused backward `--reps` times under the PyTorch
+profiler and prints, per kernel, its mean duration in us and its share of the call's span (first kernel's start
+to last kernel's end, mean over the calls). Kernels may overlap (the dQ pass is a programmatic dependent launch of
+the main kernel), so the shares can add up to more than 1; `gaps` is the part of the span where no kernel ran.
+Usage: python3 bench/kernel-split.py --lib build-v/libfamask.so [--size 8192,4,16] [--dims 64,128]
+       [--masks full,causal_document] [--reps 20]
+Needs a GPU, PyTorch and a shared libfamask.so built with CUDA.
+"""
+import argparse
+import os
+import re
+import sys
+from ctypes import byref
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peers  # noqa: E402
+
+
+def short_name(name):
+    """bwd_sm90_kernel<...>(...) -> bwd_sm90_kernel<...> (template arguments kept: they say the head dim)"""
+    name = name.replace("(anonymous namespace)::", "")
+    m = re.match(r"(?:void\s+)?([\w:]+(?:<[^()]*>)?)", name)
+    return m.group(1) if m else name[:60]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lib", required=True, help="path of a shared libfamask.so built with CUDA")
+    ap.add_argument("--size", default="8192,4,16", help="N,B,H")
+    ap.add_argument("--dims", default="64,128")
+    ap.add_argument("--masks", default="all")
+    ap.add_argument("--reps", type=int, default=20)
+    opt = ap.parse_args()
+    n, b, h = (int(x) for x in opt.size.split(","))
+    masks = peers.FAMILIES if opt.masks == "all" else opt.masks.split(",")
+    for name in masks:
+        if name not in peers.FAMILIES:
+            ap.error("unknown mask '%s' (known: %s)" % (name, ", ".join(peers.FAMILIES)))
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    fm = peers.Famask(opt.lib)
+    fwd, bwd = fm.attn["famask_attn_fwd"], fm.attn["famask_attn_bwd"]
+    if fwd is None or bwd is None:
+        print("%s: no famask_attn_fwd/bwd" % opt.lib, file=sys.stderr)
+        return 1
+
+    def tensor_of(t):
+        s = t.stride()
+        return peers.Tensor(t.data_ptr(), s[0], s[2], s[1])
+
+    def call(fn, m, args):
+        st = fn(fm.ctx, m, byref(args))
+        if st != peers.STATUS_OK:
+            raise RuntimeError(fm.status_text(st))
+
+    print("# %s, torch %s; N %d B %d H %d, %d calls each" % (torch.cuda.get_device_name(), torch.__version__, n, b,
+                                                             h, opt.reps))
+    for d in (int(x) for x in opt.dims.split(",")):
+        q, k, v, do = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+        o, dq, dk, dv = (torch.empty_like(q) for _ in range(4))
+        lse = torch.empty(b, h, n, device="cuda", dtype=torch.float32)
+        stream = torch.cuda.current_stream().cuda_stream
+        for name in masks:
+            m, _, _ = peers.Family(name, n).famask_mask(fm)
+            args = peers.AttnArgs(b, h, h, n, n, d, peers.DTYPE_BF16, tensor_of(q), tensor_of(k), tensor_of(v),
+                                  tensor_of(o), lse.data_ptr(), tensor_of(do), tensor_of(dq), tensor_of(dk),
+                                  tensor_of(dv), 0.0, 0, peers.DEVICE_CUDA, stream)
+            call(fwd, m, args)
+            for _ in range(3):
+                call(bwd, m, args)
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(opt.reps):
+                    call(bwd, m, args)
+                    torch.cuda.synchronize()  # one call's kernels apart from the next's
+            torch.cuda.synchronize()
+            evs = sorted((e for e in prof.events() if e.device_type.name == "CUDA"),
+                         key=lambda e: e.time_range.start)
+            fm.free(m)
+            # group into calls: a call starts where the gap to everything before exceeds 20 us
+            calls, end = [], None
+            for e in evs:
+                if end is None or e.time_range.start > end + 20:
+                    calls.append([])
+                calls[-1].append(e)
+                end = max(end or 0, e.time_range.end)
+            per, spans, busy = {}, [], []
+            for c in calls:
+                t0, t1 = min(e.time_range.start for e in c), max(e.time_range.end for e in c)
+                spans.append(t1 - t0)
+                ivs, cov, cur = sorted((e.time_range.start, e.time_range.end) for e in c), 0, None
+                for a, z in ivs:
+                    if cur is None or a > cur[1]:
+                        cov += 0 if cur is None else cur[1] - cur[0]
+                        cur = [a, z]
+                    else:
+                        cur[1] = max(cur[1], z)
+                cov += cur[1] - cur[0]
+                busy.append(cov)
+                for e in c:
+                    per.setdefault(short_name(e.name), []).append(e.time_range.end - e.time_range.start)
+            span = sorted(spans)[len(spans) // 2]
+            gaps = span - sorted(busy)[len(busy) // 2]
+            print("\n%s D %d: %d calls, span median %.1f us, gaps %.1f us" % (name, d, len(calls), span, gaps))
+            for kname, ts in sorted(per.items(), key=lambda kv: -sum(kv[1])):
+                mean = sum(ts) / len(calls)
+                print("  %-60s %8.1f us  %5.3f" % (kname[:60], mean, mean / span))
+        del q, k, v, do, o, dq, dk, dv, lse
+        torch.cuda.empty_cache()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
