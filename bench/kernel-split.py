@@ -48,10 +48,6 @@ def main():
         print("%s: no famask_attn_fwd/bwd" % opt.lib, file=sys.stderr)
         return 1
 
-    def tensor_of(t):
-        s = t.stride()
-        return peers.Tensor(t.data_ptr(), s[0], s[2], s[1])
-
     def call(fn, m, args):
         st = fn(fm.ctx, m, byref(args))
         if st != peers.STATUS_OK:
@@ -66,9 +62,9 @@ def main():
         stream = torch.cuda.current_stream().cuda_stream
         for name in masks:
             m, _, _ = peers.Family(name, n).famask_mask(fm)
-            args = peers.AttnArgs(b, h, h, n, n, d, peers.DTYPE_BF16, tensor_of(q), tensor_of(k), tensor_of(v),
-                                  tensor_of(o), lse.data_ptr(), tensor_of(do), tensor_of(dq), tensor_of(dk),
-                                  tensor_of(dv), 0.0, 0, peers.DEVICE_CUDA, stream)
+            tq, tk, tv, to, tdo, tdq, tdk, tdv = (peers.tensor_of(t) for t in (q, k, v, o, do, dq, dk, dv))
+            args = peers.AttnArgs(b, h, h, n, n, d, peers.DTYPE_BF16, tq, tk, tv, to, lse.data_ptr(), tdo, tdq, tdk,
+                                  tdv, 0.0, 0, peers.DEVICE_CUDA, stream)
             call(fwd, m, args)
             for _ in range(3):
                 call(bwd, m, args)

@@ -53,6 +53,14 @@ class QASample(ctypes.Structure):
     _fields_ = [("question", c_int), ("answers", POINTER(c_int)), ("n_answers", c_int)]
 
 
+def tensor_of(t):
+    """A torch [B, H, N, D] tensor as famask's [batch, seq, head, head_dim] strides (None: an empty Tensor)"""
+    if t is None:
+        return Tensor()
+    s = t.stride()
+    return Tensor(t.data_ptr(), s[0], s[2], s[1])
+
+
 def int_array(values):
     return (c_int * max(1, len(values)))(*values)
 
@@ -390,13 +398,6 @@ def run_gpu(fm, opt):
         if not torch.isfinite(x).all():
             return float("nan")
         return ((x - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
-
-    def tensor_of(t):
-        # torch [B, H, N, D] contiguous as famask's [batch, seq, head, head_dim] strides
-        if t is None:
-            return Tensor()
-        s = t.stride()
-        return Tensor(t.data_ptr(), s[0], s[2], s[1])
 
     # Which entry points: the public API when it works, else the internal ones (until src/attn.c lands).
     def pick(public, internal, device):
