@@ -8,6 +8,7 @@ classifying each with the rule of kernels/tile-rule.h, and prints
     eff     visible (query, key) pairs / pairs the live tiles compute;
     ceil    both kernels together: the most a sparsity-aware TFLOP/s can reach as a fraction of the full mask's,
             if a tile cost the same whether partial or not and nothing else differed;
+    dq64    the same if the dQ pass took query tiles of 64 rows (the main kernel's tiles, transposed);
     ceil64  the same if every warpgroup also skipped its quarters (64 keys x 64 query rows) that the rule skips.
 Usage: python3 bench/tile-ceiling.py [N] [family,family,...]   (N defaults to 8192; needs no GPU, no numpy)
 """
@@ -59,8 +60,8 @@ def main():
     names = sys.argv[2].split(",") if len(sys.argv) > 2 else FAMILIES
     print("N %d; main kernel: key blocks of 128 x query tiles of 64; dQ pass: query tiles of 128 x key blocks of 128"
           % n)
-    print("%-22s %7s | %6s %5s %5s | %6s %5s %5s | %5s %6s" % ("family", "density", "main", "part", "eff", "dq",
-                                                                "part", "eff", "ceil", "ceil64"))
+    print("%-22s %7s | %6s %5s %5s | %6s %5s %5s | %5s %5s %6s" % ("family", "density", "main", "part", "eff", "dq",
+                                                                    "part", "eff", "ceil", "dq64", "ceil64"))
     for name in names:
         f = Family(name, n)
         visible = 0
@@ -70,9 +71,9 @@ def main():
         mt, mp, mc = walk(f.vec, n, 128, 64)
         qt, qp, qc = walk(f.vec, n, 128, 128)
         _, _, wc = walk(f.vec, n, 64, 64)
-        print("%-22s %7.3f | %6d %5.2f %5.3f | %6d %5.2f %5.3f | %5.3f %6.3f"
+        print("%-22s %7.3f | %6d %5.2f %5.3f | %6d %5.2f %5.3f | %5.3f %5.3f %6.3f"
               % (name, visible / n / n, mt, mp / max(mt, 1), visible / max(mc, 1), qt, qp / max(qt, 1),
-                 visible / max(qc, 1), 2 * visible / max(mc + qc, 1), visible / max(wc, 1)))
+                 visible / max(qc, 1), 2 * visible / max(mc + qc, 1), visible / max(mc, 1), visible / max(wc, 1)))
 
 
 if __name__ == "__main__":
