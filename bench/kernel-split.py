@@ -3,7 +3,7 @@
 
 For each mask family of peers.py and each head dim, runs the fused backward `--reps` times under the PyTorch
 profiler and prints, per kernel, its mean duration in us and its share of the call's span (first kernel's start
-to last kernel's end, mean over the calls). Kernels may overlap (the dQ pass is a programmatic dependent launch of
+to last kernel's end, median over the calls). Kernels may overlap (the dQ pass is a programmatic dependent launch of
 the main kernel), so the shares can add up to more than 1; `gaps` is the part of the span where no kernel ran.
 Usage: python3 bench/kernel-split.py --lib build-v/libfamask.so [--size 8192,4,16] [--dims 64,128]
        [--masks full,causal_document] [--reps 20]
