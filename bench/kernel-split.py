@@ -26,15 +26,23 @@ def short_name(name):
     return m.group(1) if m else name[:60]
 
 
+def head_dims(s):
+    """--dims: comma-separated integers"""
+    try:
+        return [int(x) for x in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError("'%s': give head dims as integers, comma-separated (64,128)" % s)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lib", required=True, help="path of a shared libfamask.so built with CUDA")
-    ap.add_argument("--size", default="8192,4,16", help="N,B,H")
-    ap.add_argument("--dims", default="64,128")
+    ap.add_argument("--size", default="8192,4,16", type=peers.parse_size, help="N,B,H or a preset: 8k, 32k, 128k")
+    ap.add_argument("--dims", default="64,128", type=head_dims, help="head dims, comma-separated")
     ap.add_argument("--masks", default="all")
     ap.add_argument("--reps", type=int, default=20)
     opt = ap.parse_args()
-    n, b, h = (int(x) for x in opt.size.split(","))
+    n, b, h = opt.size
     masks = peers.FAMILIES if opt.masks == "all" else opt.masks.split(",")
     for name in masks:
         if name not in peers.FAMILIES:
@@ -55,7 +63,7 @@ def main():
 
     print("# %s, torch %s; N %d B %d H %d, %d calls each" % (torch.cuda.get_device_name(), torch.__version__, n, b,
                                                              h, opt.reps))
-    for d in (int(x) for x in opt.dims.split(",")):
+    for d in opt.dims:
         q, k, v, do = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(4))
         o, dq, dk, dv = (torch.empty_like(q) for _ in range(4))
         lse = torch.empty(b, h, n, device="cuda", dtype=torch.float32)
