@@ -379,6 +379,22 @@ __device__ __forceinline__ void bulk_load(uint32_t dst, const void *src, uint32_
                  : "memory");
 }
 
+/* Ping-pong of the dQ pass's two consumer warpgroups at head dim 128: warpgroup w waits for its turn (named
+ * barrier 4 + w) before it issues a group of products and gives the turn to the other one (barrier 5 - w) after,
+ * so that their products alternate on the tensor cores and each one's element-wise work runs under the other's
+ * products. Both warpgroups take every block, so the turns pair up. At head dim 128 it took 4-5% off the dQ
+ * pass; at 64, and in the main kernel, it changed nothing or cost time (bench/RESULTS.md, session 12). */
+template <int D> __device__ __forceinline__ void pp_turn(int w)
+{
+    if (D == 128)
+        asm volatile("bar.sync %0, 256;\n" ::"r"(4 + w) : "memory");
+}
+template <int D> __device__ __forceinline__ void pp_pass(int w)
+{
+    if (D == 128)
+        asm volatile("bar.arrive %0, 256;\n" ::"r"(5 - w) : "memory");
+}
+
 /* LIST: the plan's list is not empty (n_list entries). Compiled twice so that the usual case, no list, keeps the
  * producer's registers. The role split (setmaxnreg, then producer or consumer code) is written out here and in
  * the dQ pass: with setmaxnreg inside a helper that returns the role, ptxas lost the consumers' register budget
@@ -875,6 +891,8 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
     int st = 0, ls = 0;
     unsigned kv_par = 0, q_par = 0;
     int pending = -1; /* a V stage whose dQ store this thread issued and has not yet released */
+    if (cw == 1)
+        pp_pass<D>(1); /* warpgroup 0 takes the first turn */
     float dq[D / 2];
     while (true) {
         mbar_wait(q_full, q_par);
@@ -897,10 +915,12 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
             last = bi.last;
             const uint32_t kst = sK + st * TK;
             float s[BN / 2], dp[BN / 2];
+            pp_turn<D>(cw);
             wg_fence();
             wg_gemm_kk<T, D, BN>(s, q_wg, QB, kst, BN);
             wg_gemm_kk<T, D, BN>(dp, do_wg, QB, sV + st * TK, BN);
             wg_commit();
+            pp_pass<D>(cw);
             if (pending >= 0) {
                 /* the item before's dQ store has read its V stage: the producer may load into it */
                 bulk_wait_read<0>();
@@ -959,9 +979,11 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
 #pragma unroll
                 for (int x = 0; x < 4; x++)
                     da[kk][x] = dt::pack(dp[8 * kk + 2 * x], dp[8 * kk + 2 * x + 1]);
+            pp_turn<D>(cw);
             wg_fence();
             wg_gemm_rn<T, BN, D>(dq, da, kst, BN);
             wg_commit();
+            pp_pass<D>(cw);
             wg_wait<0>();
             if (!last || chunk) {
                 /* this warp is done with the stage (the last block's V takes the dQ tile below) */
