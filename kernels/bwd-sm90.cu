@@ -38,13 +38,15 @@
  * (its walk's length from the summaries or the ranges) and lists first those longer than half a CTA's share of
  * the kernel's total; those longer than a share are listed as chunks (a range of the walk each) that leave fp32
  * partial sums, which bwd_sum_kernel adds in chunk order after the dQ pass. A global token's key block at 128K
- * walks 3x a CTA's share: unlisted, it started last and set the kernel's time.
+ * walks 3x a CTA's share: unlisted, it started last and set the kernel's time. The other items follow in order,
+ * the last few waves of them in tiers of halving length (bwd_sched), so that the CTAs end together.
  * Layouts, descriptors and the wgmma and TMA wrappers: kernels/sm90.cuh.
  */
 #include "bwd.cuh"
 #include "fwd.cuh"
 #include "sm90.cuh"
 
+#include <algorithm>
 #include <stdlib.h>
 #include <string.h>
 #include <type_traits>
@@ -221,14 +223,37 @@ __global__ void __launch_bounds__(256) plan_weigh_kernel(const bwd_params p, int
     }
 }
 
+/* Item `item` of weight w (its walk's length), one of the last n_tail of n, into its tier (see bwd_sched): the
+ * first tier whose bound share / 2^(t+2) it passes, else the last; the last too when its tier is full. The items
+ * before the tail keep their places. */
+__device__ void place_item(const bwd_sched &s, int item, int n, int w, int share)
+{
+    if (item < n - s.n_tail)
+        return;
+    int t = N_TIERS - 1;
+    for (int k = 0; k < N_TIERS - 1 && w > 0; k++)
+        if (((int64_t)w << (k + 2)) > share) {
+            t = k;
+            break;
+        }
+    int at = atomicAdd(s.count + 3 + t, 1);
+    if (at >= s.tier_cap[t]) {
+        t = N_TIERS - 1;
+        at = atomicAdd(s.count + 3 + t, 1);
+    }
+    s.order[s.tier_base[t] + at] = item;
+}
+
 /* Plan, second step, for item x of both kernels (the main kernel's first): an item longer than half a CTA's share
  * of its kernel's total goes into the list, in chunks of at most that share (each with a partial-sum slot) when
- * longer than it. Slots and list entries are taken by atomics, so the list's order varies from run to run; the
- * sums do not, since an item's chunks are added in chunk order, as long as every item gets what it asks for.
- * fm_bwd_sm90_sched sizes the slots and the list so that it does: with share >= total / n_ctas, the items
- * longer than a share ask for at most 2 n_ctas slots in all, and the listed ones for fewer than 3 n_ctas
- * entries. A forced chunk length (tests) breaks those bounds, so the plan then runs on one thread, in item
- * order: an item for which slots or entries run out stays uncut or in place, the same items on every run. */
+ * longer than it; one of the last n_tail items into its tier (place_item). Slots, list entries and places in a
+ * tier are taken by atomics, so the order varies from run to run; the sums do not, since an item's chunks are
+ * added in chunk order, as long as every item gets what it asks for. fm_bwd_sm90_sched sizes the slots, the list
+ * and the tiers so that it does: with share >= total / n_ctas, the items longer than a share ask for at most
+ * 2 n_ctas slots in all, the listed ones for fewer than 3 n_ctas entries, and tier t holds fewer than
+ * 2^(t+2) n_ctas items. A forced chunk length (tests) breaks those bounds, so the plan then runs on one thread,
+ * in item order: an item for which slots or entries run out stays uncut or in place, the same items on every
+ * run. */
 __device__ void list_item(const bwd_params &p, int n_dq, int x)
 {
     const int n_main = n_main_items(p);
@@ -238,8 +263,11 @@ __device__ void list_item(const bwd_params &p, int n_dq, int x)
     const bwd_sched &s = p.sched[k];
     const int w = s.weight[item], total = s.count[2];
     const int share = s.forced ? s.chunk : max(s.chunk, (total + s.n_ctas - 1) / s.n_ctas);
-    if (w <= 0 || 2 * w <= share)
+    const int n = k ? n_dq : n_main;
+    if (w <= 0 || 2 * w <= share) {
+        place_item(s, item, n, w, share);
         return;
+    }
     const walk_span sp = k ? dq_span(p, item) : main_span(p, item);
     int nc = (w + share - 1) / share, slot = -1;
     if (nc > 1) {
@@ -251,6 +279,7 @@ __device__ void list_item(const bwd_params &p, int n_dq, int x)
     if (at + nc > s.list_cap) {
         for (int j = at; j < s.list_cap; j++)
             s.list[j].item = -1;
+        place_item(s, item, n, w, share);
         return;
     }
     s.weight[item] = -1;
@@ -278,6 +307,34 @@ __global__ void __launch_bounds__(256) plan_list_kernel(const bwd_params p, int 
     } else if (blockIdx.x * 256 + threadIdx.x < n_plan) {
         list_item(p, n_dq, blockIdx.x * 256 + threadIdx.x);
     }
+}
+
+/* The producer warp's view of a kernel's order: lane t < N_TIERS holds tier t's first number among the kernel's
+ * items (after the list's entries and the items before the tail: n_before); n: the numbers in all. */
+struct order_lanes {
+    int first, n;
+};
+
+__device__ __forceinline__ order_lanes order_view(const bwd_sched &s, int n_before, int lane)
+{
+    const int c = lane < N_TIERS ? min(s.count[3 + lane], s.tier_cap[lane]) : 0;
+    int inc = c; /* inclusive sum over the lanes up to this one */
+#pragma unroll
+    for (int d = 1; d < N_TIERS; d *= 2) {
+        const int y = __shfl_up_sync(0xffffffffu, inc, d);
+        if (lane >= d)
+            inc += y;
+    }
+    return {n_before + inc - c, n_before + __shfl_sync(0xffffffffu, inc, N_TIERS - 1)};
+}
+
+/* The item at number xn of the tail (n_before <= xn < o.n), on every lane: its tier is the last whose first
+ * number is at most xn (empty tiers share the next one's first). */
+__device__ __forceinline__ int order_item(const bwd_sched &s, const order_lanes &o, int xn, int lane)
+{
+    const unsigned in = __ballot_sync(0xffffffffu, lane < N_TIERS && o.first <= xn);
+    const int t = 31 - __clz(in);
+    return s.order[s.tier_base[t] + xn - __shfl_sync(0xffffffffu, o.first, t)];
 }
 
 /* A chunk's N partial sums per thread (v) into its slot from value `at` on; tid: the thread's place among the
@@ -442,7 +499,10 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
         if (tid >= 32)
             return;
         const int lane = tid;
-        const int n_items = n_list + n_kb * p.n_head_kv * p.batch; /* the plan's list, then every item in order */
+        /* the plan's list, the items before the tail, the tail's tiers */
+        const int n_before = n_list + n_kb * p.n_head_kv * p.batch - sc.n_tail;
+        const order_lanes ord = order_view(sc, n_before, lane);
+        const int n_items = ord.n;
         int ks = 0, st = 0;
         unsigned kv_par = 3, q_par = (1u << QS) - 1; /* bit s: parity of the next wait on stage s's empty barrier
                                                        * (free at first) */
@@ -451,7 +511,7 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
         while (xn < n_items) {
             /* item number xn: the list's entries, then the items not in it */
             kv_item x;
-            int xi = xn - n_list, begin = 0, end = INT32_MAX, cut = 0;
+            int xi, begin = 0, end = INT32_MAX, cut = 0;
             x.e = -1;
             if (LIST && xn < n_list) {
                 const sched_entry en = sc.list[xn];
@@ -460,8 +520,12 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
                 end = en.end;
                 cut = en.slot >= 0;
                 x.e = xn;
-            } else if (LIST && sc.weight[xi] < 0) {
-                xi = -1; /* in the list */
+            } else if (xn < n_before) {
+                xi = xn - n_list;
+                if (LIST && sc.weight[xi] < 0)
+                    xi = -1; /* in the list */
+            } else {
+                xi = order_item(sc, ord, xn, lane);
             }
             int next_xn = 0;
             if (lane == 0)
@@ -784,7 +848,10 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
         if (tid >= 32)
             return;
         const int lane = tid;
-        const int n_items = n_list + n_qt * p.n_head * p.batch; /* the plan's list, then every item in order */
+        /* the plan's list, the items before the tail, the tail's tiers */
+        const int n_before = n_list + n_qt * p.n_head * p.batch - sc.n_tail;
+        const order_lanes ord = order_view(sc, n_before, lane);
+        const int n_items = ord.n;
         int st = 0, ls = 0;
         unsigned kv_par = 3, q_par = 1; /* parities of the next waits on the empty barriers (free at first) */
         /* key block kb (class cls; `last` of its item) of the item at (b, h), mask slice mbh, into stage st */
@@ -811,7 +878,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
             int next_xn = 0;
             if (lane == 0)
                 next_xn = atomicAdd(p.counters + 1, 1) + gridDim.x;
-            int xi = xn - n_list, begin = 0, kb_end = 0, e = -1;
+            int xi, begin = 0, kb_end = 0, e = -1;
             bool listed = false;
             if (LIST && xn < n_list) {
                 const sched_entry en = sc.list[xn];
@@ -820,8 +887,12 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
                 kb_end = en.end;
                 e = en.slot >= 0 ? xn : -1;
                 listed = true;
-            } else if (LIST && sc.weight[xi] < 0) {
-                xi = -1; /* in the list */
+            } else if (xn < n_before) {
+                xi = xn - n_list;
+                if (LIST && sc.weight[xi] < 0)
+                    xi = -1; /* in the list */
+            } else {
+                xi = order_item(sc, ord, xn, lane);
             }
             if (xi >= 0) {
                 const int r0 = (n_qt - 1 - xi % n_qt) * QB, h = (xi / n_qt) % p.n_head, b = xi / (n_qt * p.n_head);
@@ -1223,7 +1294,17 @@ cudaError_t fm_bwd_sm90_sched(bwd_params *p, int head_dim, void *mem, size_t *by
         at += (size_t)s.list_cap * sizeof(sched_entry);
         s.weight = (int *)(b + at);
         at += ((size_t)n[k] + 3) / 4 * 4 * sizeof(int);
-        s.count = mem ? p->counters + 2 + 3 * k : NULL;
+        /* tier t < N_TIERS - 1 holds fewer than 2^(t+2) n_ctas items (list_item); the last takes any item */
+        s.n_tail = std::min<int64_t>((int64_t)TAIL_WAVES * s.n_ctas, n[k]);
+        size_t order = 0;
+        for (int t = 0; t < N_TIERS; t++) {
+            s.tier_base[t] = (int)order;
+            s.tier_cap[t] = t < N_TIERS - 1 ? std::min<int64_t>((int64_t)s.n_ctas << (t + 2), s.n_tail) : s.n_tail;
+            order += (size_t)s.tier_cap[t];
+        }
+        s.order = (int *)(b + at);
+        at += (order + 3) / 4 * 4 * sizeof(int);
+        s.count = mem ? p->counters + 2 + SCHED_COUNTS * k : NULL;
     }
     *bytes = at;
     return cudaSuccess;

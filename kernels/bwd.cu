@@ -100,7 +100,7 @@ template <typename T> __global__ void __launch_bounds__(NTHREADS) bwd_pre_kernel
 {
     const int sub = threadIdx.x % lpr, d = 8 * sub, half = NTHREADS / lpr;
     const int i0 = blockIdx.x * 2 * half + threadIdx.x / lpr; /* rows i0 and i0 + half; seq_pad is a multiple */
-    if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x < 8 && p.counters)
+    if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x < N_COUNTERS && p.counters)
         p.counters[threadIdx.x] = 0;
     for (int bh = blockIdx.y; bh < p.batch * p.n_head; bh += gridDim.y) {
         const int b = bh / p.n_head, h = bh % p.n_head;
@@ -1043,7 +1043,7 @@ extern "C" famask_status fm_cuda_bwd_perm(famask_ctx *ctx, famask_mask *mask, co
         goto fail;
     {
         const size_t rows = (size_t)a->batch * a->n_head * p.seq_pad;
-        const size_t floats = 2 * rows + (split ? 0 : rows * D) + 8; /* + the Hopper kernels' eight counters */
+        const size_t floats = 2 * rows + (split ? 0 : rows * D) + N_COUNTERS; /* + the Hopper kernels' counters */
         const bool sm90 = (D == 64 || D == 128) && fm_bwd_sm90_applies(D);
         size_t sched = 0; /* bytes of the Hopper kernels' schedules, after the floats */
         memset(p.sched, 0, sizeof p.sched);
@@ -1054,7 +1054,7 @@ extern "C" famask_status fm_cuda_bwd_perm(famask_ctx *ctx, famask_mask *mask, co
         p.L = ws;
         p.Dd = ws + rows;
         p.dq_acc = split ? NULL : ws + 2 * rows;
-        p.counters = reinterpret_cast<int *>(ws + floats - 8);
+        p.counters = reinterpret_cast<int *>(ws + floats - N_COUNTERS);
         if (sm90)
             FM_CUDA(ctx, fm_bwd_sm90_sched(&p, D, ws + floats, &sched));
     }

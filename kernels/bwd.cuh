@@ -26,7 +26,17 @@ struct tensor_view {
 /* The Hopper kernels' schedule (kernels/bwd-sm90.cu), one per kernel (main, dQ pass). Before them a plan puts
  * the work items whose walk is long against a CTA's share of the work at the head of the order, cut into chunks
  * when longer than the share: a chunk leaves its partial sums in fp32 workspace, and a last kernel adds them up in
- * chunk order. */
+ * chunk order. The other items follow in their own order (kv_item_at, q_item_at), but for the last n_tail (a few
+ * waves of CTAs): these come last, in N_TIERS tiers, longest first, so that no long walk starts late and runs on
+ * alone at the end. Tier t < N_TIERS - 1 holds the walks of more than share / 2^(t+2) tiles (and at most share /
+ * 2^(t+1)), the last tier the rest. (Tiers for every item cost 3-8% on most masks: the items that run together
+ * then come from many heads and no longer share their Q and dO, or K and V, in L2; bench/RESULTS.md.) */
+constexpr int TAIL_WAVES = 4; /* n_tail: this many items per CTA */
+constexpr int N_TIERS = 7;
+constexpr int SCHED_COUNTS = 3 + N_TIERS; /* a schedule's counts: list entries, slots, total weight, tiers' fill */
+constexpr int N_COUNTERS = 24;            /* two work counters, then each schedule's counts */
+static_assert(2 + 2 * SCHED_COUNTS <= N_COUNTERS && N_COUNTERS % 4 == 0, "counters");
+
 struct sched_entry {
     int item, begin, end; /* the item and its walk positions [begin, end) */
     int slot, first, nc;  /* its partial-sum slot (< 0: an uncut item), its item's first and its chunk count */
@@ -36,8 +46,11 @@ struct sched_entry {
 struct bwd_sched {
     int *weight;       /* [items]: the walk's length in tiles (upper bound), -1 once the item is in the list */
     sched_entry *list; /* [list_cap]: the items that go first; item < 0: unused */
+    int *order;        /* the last n_tail items not in the list: tier t's at [tier_base[t], + its count) */
     float *part;       /* [slot_cap][D][NTHREADS]: chunks' partial sums, a thread's values strided by NTHREADS */
-    int *count;        /* [3]: list entries, slots and total weight taken, zeroed by the preprocess */
+    int *count;        /* [SCHED_COUNTS]: list entries, slots and total weight taken, then each tier's items (may
+                        * pass tier_cap: those beyond it went to the last tier), zeroed by the preprocess */
+    int tier_base[N_TIERS], tier_cap[N_TIERS], n_tail;
     int list_cap, slot_cap, nv; /* nv: values per thread in a slot */
     int chunk, forced; /* the least chunk length in tiles; forced: the only one (FAMASK_BWD_CHUNK, for tests) */
     int n_ctas;        /* CTAs of the kernel */
@@ -49,8 +62,8 @@ struct bwd_params {
     float *L;                          /* [B, H, Nqp]: lse * log2(e), +inf where lse = -inf and for padding rows */
     float *Dd;                         /* [B, H, Nqp]: rowsum(dO * O), 0 for padding rows */
     float *dq_acc;                     /* [B, H, Nqp, D] or NULL (deterministic mode) */
-    int *counters;                     /* [8]: work counters of the Hopper main kernel and dQ pass, then their
-                                        * schedules' counts ([2..4], [5..7]), zeroed by the preprocess */
+    int *counters;                     /* [N_COUNTERS]: work counters of the Hopper main kernel and dQ pass, then
+                                        * their schedules' counts, zeroed by the preprocess */
     const int32_t *bounds;             /* [batch_m, heads_m, Nk, 4] */
     const fm_block_summary *summaries; /* for the key block of the kernel that reads them */
     const int32_t *ranges;             /* the Hopper dQ pass's: per query tile of FM_SM90_BLOCK_Q rows, its live
