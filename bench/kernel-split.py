@@ -6,7 +6,11 @@ profiler and prints, per kernel, its mean duration in us and its share of the ca
 to last kernel's end, median over the calls). Kernels may overlap (the dQ pass is a programmatic dependent launch of
 the main kernel), so the shares can add up to more than 1; `gaps` is the part of the span where no kernel ran.
 Usage: python3 bench/kernel-split.py --lib build-v/libfamask.so [--size 8192,4,16] [--dims 64,128]
-       [--masks full,causal_document] [--reps 20]
+       [--masks full,causal_document,blocks:256] [--reps 20]
+`blocks:L` is a mask of documents of L keys each (a multiple of 128), seen only from their own rows: every tile
+of both kernels is either unmasked or skipped, and a work item walks L/64 query tiles (main kernel) or L/128 key
+blocks (dQ pass). Against full, its time per visible pair is the cost of short work items alone, with no partial
+tiles. Each mask's line gives `x full`: its span per visible pair over full's (run full first).
 Needs a GPU, PyTorch and a shared libfamask.so built with CUDA.
 """
 import argparse
@@ -34,6 +38,24 @@ def head_dims(s):
         raise argparse.ArgumentTypeError("'%s': give head dims as integers, comma-separated (64,128)" % s)
 
 
+def block_len(name, n):
+    """L of a mask named blocks:L (L a positive multiple of 128 that divides n), else None"""
+    m = re.fullmatch(r"blocks:(\d+)", name)
+    if not m:
+        return None
+    L = int(m.group(1))
+    return L if L > 0 and L % 128 == 0 and n % L == 0 else None
+
+
+def block_vectors(n, L):
+    """LTS, LTE, UTS, UTE of every key column of blocks:L: rows past the column's document and rows before it"""
+    vec = []
+    for j in range(n):
+        s = j // L * L
+        vec += [s + L, n, 0, s]
+    return vec
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lib", required=True, help="path of a shared libfamask.so built with CUDA")
@@ -45,8 +67,9 @@ def main():
     n, b, h = opt.size
     masks = peers.FAMILIES if opt.masks == "all" else opt.masks.split(",")
     for name in masks:
-        if name not in peers.FAMILIES:
-            ap.error("unknown mask '%s' (known: %s)" % (name, ", ".join(peers.FAMILIES)))
+        if name not in peers.FAMILIES and block_len(name, n) is None:
+            ap.error("unknown mask '%s' (known: %s, blocks:L with L a multiple of 128 dividing %d)"
+                     % (name, ", ".join(peers.FAMILIES), n))
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -68,8 +91,16 @@ def main():
         o, dq, dk, dv = (torch.empty_like(q) for _ in range(4))
         lse = torch.empty(b, h, n, device="cuda", dtype=torch.float32)
         stream = torch.cuda.current_stream().cuda_stream
+        marker = torch.zeros(1, device="cuda")
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            marker.add_(1)
+            torch.cuda.synchronize()
+        marker_names = {e.name for e in prof.events() if e.device_type.name == "CUDA"}
+        full_per_pair = None
         for name in masks:
-            m, _, _ = peers.Family(name, n).famask_mask(fm)
+            L = block_len(name, n)
+            m = fm.from_vectors(n, n, block_vectors(n, L)) if L else peers.Family(name, n).famask_mask(fm)[0]
+            pairs = fm.count_visible(m)
             tq, tk, tv, to, tdo, tdq, tdk, tdv = (peers.tensor_of(t) for t in (q, k, v, o, do, dq, dk, dv))
             args = peers.AttnArgs(b, h, h, n, n, d, peers.DTYPE_BF16, tq, tk, tv, to, lse.data_ptr(), tdo, tdq, tdk,
                                   tdv, 0.0, 0, peers.DEVICE_CUDA, stream)
@@ -80,18 +111,22 @@ def main():
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
                 for _ in range(opt.reps):
                     call(bwd, m, args)
-                    torch.cuda.synchronize()  # one call's kernels apart from the next's
+                    torch.cuda.synchronize()
+                    marker.add_(1)  # one call's kernels apart from the next's
+                    torch.cuda.synchronize()
             torch.cuda.synchronize()
             evs = sorted((e for e in prof.events() if e.device_type.name == "CUDA"),
                          key=lambda e: e.time_range.start)
             fm.free(m)
-            # group into calls: a call starts where the gap to everything before exceeds 20 us
-            calls, end = [], None
+            # group into calls: a call's kernels are those between two markers (a gap of no kernel inside a call,
+            # while the host prepares the next launch, can last tens of us)
+            calls = [[]]
             for e in evs:
-                if end is None or e.time_range.start > end + 20:
+                if e.name in marker_names:
                     calls.append([])
-                calls[-1].append(e)
-                end = max(end or 0, e.time_range.end)
+                else:
+                    calls[-1].append(e)
+            calls = [c for c in calls if c]
             per, spans, busy = {}, [], []
             for c in calls:
                 t0, t1 = min(e.time_range.start for e in c), max(e.time_range.end for e in c)
@@ -109,7 +144,11 @@ def main():
                     per.setdefault(short_name(e.name), []).append(e.time_range.end - e.time_range.start)
             span = sorted(spans)[len(spans) // 2]
             gaps = span - sorted(busy)[len(busy) // 2]
-            print("\n%s D %d: %d calls, span median %.1f us, gaps %.1f us" % (name, d, len(calls), span, gaps))
+            per_pair = span / pairs
+            if name == "full":
+                full_per_pair = per_pair
+            rel = " %.3f x full" % (per_pair / full_per_pair) if full_per_pair else ""
+            print("\n%s D %d: %d calls, span median %.1f us, gaps %.1f us%s" % (name, d, len(calls), span, gaps, rel))
             for kname, ts in sorted(per.items(), key=lambda kv: -sum(kv[1])):
                 mean = sum(ts) / len(calls)
                 print("  %-60s %8.1f us  %5.3f" % (kname[:60], mean, mean / span))
