@@ -439,8 +439,8 @@ __device__ __forceinline__ void bulk_load(uint32_t dst, const void *src, uint32_
 /* Ping-pong of the dQ pass's two consumer warpgroups at head dim 128: warpgroup w waits for its turn (named
  * barrier 4 + w) before it issues a group of products and gives the turn to the other one (barrier 5 - w) after,
  * so that their products alternate on the tensor cores and each one's element-wise work runs under the other's
- * products. Both warpgroups take every block, so the turns pair up. At head dim 128 it took 4-5% off the dQ
- * pass; at 64, and in the main kernel, it changed nothing or cost time (bench/RESULTS.md, session 12). */
+ * products. Both warpgroups take every block, so the turns pair up. At head dim 128 it took 3-6% off the dQ
+ * pass; at 64, and in the main kernel, it changed nothing or cost time (bench/RESULTS.md, sessions 12, 13). */
 template <int D> __device__ __forceinline__ void pp_turn(int w)
 {
     if (D == 128)
