@@ -337,6 +337,19 @@ __device__ __forceinline__ int order_item(const bwd_sched &s, const order_lanes 
     return s.order[s.tier_base[t] + xn - __shfl_sync(0xffffffffu, o.first, t)];
 }
 
+/* The item at number xn past the list's: in the kernel's own order before the tail (-1 for an item the list
+ * holds), else from the tail's tiers. */
+template <bool LIST>
+__device__ __forceinline__ int unlisted_item(const bwd_sched &s, const order_lanes &o, int xn, int n_list,
+                                             int n_before, int lane)
+{
+    if (xn < n_before) {
+        const int xi = xn - n_list;
+        return LIST && s.weight[xi] < 0 ? -1 : xi;
+    }
+    return order_item(s, o, xn, lane);
+}
+
 /* A chunk's N partial sums per thread (v) into its slot from value `at` on; tid: the thread's place among the
  * kernel's NTHREADS computing threads. */
 template <int N>
@@ -520,12 +533,8 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
                 end = en.end;
                 cut = en.slot >= 0;
                 x.e = xn;
-            } else if (xn < n_before) {
-                xi = xn - n_list;
-                if (LIST && sc.weight[xi] < 0)
-                    xi = -1; /* in the list */
             } else {
-                xi = order_item(sc, ord, xn, lane);
+                xi = unlisted_item<LIST>(sc, ord, xn, n_list, n_before, lane);
             }
             int next_xn = 0;
             if (lane == 0)
@@ -887,12 +896,8 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
                 kb_end = en.end;
                 e = en.slot >= 0 ? xn : -1;
                 listed = true;
-            } else if (xn < n_before) {
-                xi = xn - n_list;
-                if (LIST && sc.weight[xi] < 0)
-                    xi = -1; /* in the list */
             } else {
-                xi = order_item(sc, ord, xn, lane);
+                xi = unlisted_item<LIST>(sc, ord, xn, n_list, n_before, lane);
             }
             if (xi >= 0) {
                 const int r0 = (n_qt - 1 - xi % n_qt) * QB, h = (xi / n_qt) % p.n_head, b = xi / (n_qt * p.n_head);
