@@ -10,7 +10,7 @@ rule of tile-ceiling.py) priced by the measured costs, linear between the length
 none by definition; items shorter than the shortest measured cost what those do).
     tile us    both kernels' time if every live tile cost what a tile of full costs
     item us    the estimated cost of the items beyond their tiles
-Usage: python3 bench/item-cost.py SPLIT_OUTPUT [--dim 64] [--sms 132] [--size N,B,H] [--masks family,family]
+Usage: python3 bench/item-cost.py SPLIT_OUTPUT [--dim 64] [--sms 132] [--size N,B,H|8k] [--masks family,family]
 Where the output holds several runs of a mask (rounds), their times are averaged. The size comes from
 kernel-split.py's header line, else from --size. Needs no GPU.
 """
@@ -22,7 +22,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from peers import FAMILIES, Family  # noqa: E402
+from peers import FAMILIES, Family, parse_size  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("tile_ceiling", os.path.join(HERE, "tile-ceiling.py"))
 tc = importlib.util.module_from_spec(_spec)
@@ -51,15 +51,6 @@ def read_split(path, dim, size=None):
     if size is None:
         sys.exit("%s: no kernel-split.py header line (# ... N n B b H h); give --size" % path)
     return size, {k: {x: sum(v) / len(v) for x, v in t.items()} for k, t in times.items()}
-
-
-def size_arg(s):
-    """--size: N,B,H"""
-    try:
-        n, b, h = (int(x) for x in s.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError("'%s': give N,B,H as three integers (8192,4,16)" % s)
-    return n, b, h
 
 
 def item_costs(size, times, sms):
@@ -105,7 +96,8 @@ def main():
     ap.add_argument("split", help="a kernel-split.py output with full and blocks:L masks")
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--sms", type=int, default=132, help="multiprocessors (CTAs) of the device")
-    ap.add_argument("--size", type=size_arg, help="N,B,H of the run, where its output lacks the header line")
+    ap.add_argument("--size", type=parse_size, help="N,B,H (or a preset: 8k) of the run, where its output "
+                    "lacks the header line")
     ap.add_argument("--masks", default="causal_document,shared_question,sliding_window,document,"
                     "global_sliding_window,causal_blockwise")
     opt = ap.parse_args()
