@@ -3,7 +3,8 @@
  * normal inputs.
  * usage: bench-bwd B H Hkv N D mask[,mask...] det [reps]; mask: full causal swa doc cdoc evict part, or a saved mask's
  * path (with a '/'; peers.py --save-masks writes its families)
- * (evict: causal, and half the keys evicted at a row drawn in (key, key + N/16], as peers.py's random_eviction;
+ * (doc, cdoc: documents of N/8 keys, doc:L and cdoc:L of L keys, the second causal within each;
+ * evict: causal, and half the keys evicted at a row drawn in (key, key + N/16], as peers.py's random_eviction;
  * part: key j hidden from row 131 j mod N only, so almost every tile is partial at a density of almost 1)
  * Prints: mask, B, H, N, D, det, median ms, TFLOP/s (2.5 x 4 B H D visible pairs).
  * lse is set to log(visible keys of the row) + 0.5, what random normal scores give, so P stays in range.
@@ -45,9 +46,12 @@ static famask_mask *make_mask(famask_ctx *ctx, const char *mk, int N)
         v[0] = v[1] = N; v[2] = v[3] = 0;
         if (!strcmp(mk, "causal")) v[3] = j;
         else if (!strcmp(mk, "swa")) { v[3] = j; v[0] = j + 1024 < N ? j + 1024 : N; }
-        else if (!strcmp(mk, "doc") || !strcmp(mk, "cdoc")) {
-            int L = N / 8, s = j / L * L, e = s + L;
-            v[2] = 0; v[3] = !strcmp(mk, "cdoc") ? j : s; v[0] = e; v[1] = N;
+        else if (!strncmp(mk, "doc", 3) || !strncmp(mk, "cdoc", 4)) {
+            const char *c = strchr(mk, ':');
+            int L = c ? atoi(c + 1) : N / 8;
+            if (L <= 0 || N % L) { fprintf(stderr, "%s: a document length must divide %d\n", mk, N); free(bd); return NULL; }
+            int s = j / L * L, e = s + L;
+            v[2] = 0; v[3] = mk[0] == 'c' ? j : s; v[0] = e; v[1] = N;
         } else if (!strcmp(mk, "evict")) {
             int r = j + 1 + (int)(rnd() * (N / 16));
             v[3] = j;
