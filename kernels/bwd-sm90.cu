@@ -45,6 +45,7 @@
 #include "bwd.cuh"
 #include "fwd.cuh"
 #include "sm90.cuh"
+#include "trace.cuh"
 
 #include <algorithm>
 #include <stdlib.h>
@@ -521,7 +522,9 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
                                                        * (free at first) */
         int xn = blockIdx.x;
         tile_walk wk;
+        FM_TRACE_REC(tr, 0, 0);
         while (xn < n_items) {
+            FM_TRACE_AT(tr, lane == 0, 10);
             /* item number xn: the list's entries, then the items not in it */
             kv_item x;
             int xi, begin = 0, end = INT32_MAX, cut = 0;
@@ -567,6 +570,7 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
                     /* K and V into stage ks once the consumers are done with its last item */
                     mbar_wait(kv_empty + 8 * ks, (kv_par >> ks) & 1);
                     kv_par ^= 1u << ks;
+                    FM_TRACE_AT(tr, lane == 0, 11);
                     if (lane == 0) {
                         items[ks] = {x.kb, x.hkv, x.b, x.e};
                         mbar_expect_tx(kv_full + 8 * ks, 2 * TK);
@@ -583,8 +587,10 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
                         int nhi = hi, nt = tt + 1, ncls = 0;
                         const bool more = next_query_tile<BM>(p, wk, n_kb, x.kb, x.hkv, x.b, group, &nhi, &nt,
                                                               &ncls, end);
+                        FM_TRACE_AT(tr, lane == 0, 13);
                         mbar_wait(q_empty + 8 * st, (q_par >> st) & 1);
                         q_par ^= 1u << st;
+                        FM_TRACE_AT(tr, lane == 0, 12);
                         if (lane == 0) {
                             const int h = x.hkv * group + hi, q0 = tt * BM;
                             const bool masked = cls == FM_TILE_PARTIAL || key_tail;
@@ -612,6 +618,7 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
             }
             xn = __shfl_sync(0xffffffffu, next_xn, 0);
         }
+        FM_TRACE_END(tr, lane == 0);
         /* no more items: tell the consumers */
         mbar_wait(kv_empty + 8 * ks, (kv_par >> ks) & 1);
         if (lane == 0) {
@@ -630,12 +637,15 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
     unsigned kv_par = 0, q_par = 0;
     int pending = -1; /* a K and V stage whose dK, dV store this thread issued and has not yet released */
     float dk[D / 2], dv[D / 2];
+    FM_TRACE_REC(tr, 0, 1 + cw);
     while (true) {
+        FM_TRACE_AT(tr, ctid % 128 == 0, 1);
         mbar_wait(kv_full + 8 * ks, (kv_par >> ks) & 1);
         kv_par ^= 1u << ks;
         const ws_item_info it = items[ks];
         if (it.kb < 0)
             break;
+        FM_TRACE_AT(tr, ctid % 128 == 0, 2);
 #pragma unroll
         for (int i = 0; i < D / 2; i++)
             dk[i] = dv[i] = 0.f;
@@ -646,6 +656,7 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
         while (!last) {
             mbar_wait(q_full + 8 * st, (q_par >> st) & 1);
             q_par ^= 1u << st;
+            FM_TRACE_AT(tr, ctid % 128 == 0, 3);
             const ws_tile_info ti = tiles[st];
             const int q0 = ti.q0;
             last = ti.last;
@@ -677,6 +688,7 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
             }
             const float *cL = fLD + (st * 2) * BM, *cD = fLD + (st * 2 + 1) * BM;
             wg_wait<0>();
+            FM_TRACE_AT(tr, ctid % 128 == 0, 4);
             /* P^T and dS^T; element s[4 n + 2 hh + e] is key key_a + 8 hh, query q0 + 8 n + 2 t + e. On partial
              * tiles and the ragged last key block, masked elements get a scaled score of -inf before the exp2,
              * so P^T and dS^T are zero there: mk[hh][w] bit 8 m + e is query q0 + 32 w + 2 t + 8 m + e. */
@@ -714,11 +726,13 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
                 }
             }
             /* dV += P^T dO, dK += dS^T Q */
+            FM_TRACE_AT(tr, ctid % 128 == 0, 15);
             wg_fence();
             wg_gemm_rn<T, BM, D>(dv, pa, dost, BM);
             wg_gemm_rn<T, BM, D>(dk, da, qst, BM);
             wg_commit();
             wg_wait<0>();
+            FM_TRACE_AT(tr, ctid % 128 == 0, 5);
             /* this warp is done with the tile's stage (the products have read it; L, Dd and the bounds were read
              * before them) */
             __syncwarp();
@@ -734,6 +748,7 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
             asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory"); /* the warpgroup is done with K and V */
             if (ctid % 128 == 0)
                 mbar_arrive(kv_empty + 8 * ks);
+            FM_TRACE_AT(tr, ctid % 128 == 0, 6);
             ks ^= 1;
             continue;
         }
@@ -774,8 +789,10 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
             tma_store_tile<D>(&m.out1, m.out1_seq_major, sdv + cw * 64 * 128, BN * 128, k0 + cw * 64, it.hkv, it.b);
             pending = ks;
         }
+        FM_TRACE_AT(tr, ctid % 128 == 0, 6);
         ks ^= 1;
     }
+    FM_TRACE_END(tr, ctid % 128 == 0);
     if (ctid % 128 == 0)
         bulk_wait<0>();
 }
@@ -863,10 +880,13 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
         const int n_items = ord.n;
         int st = 0, ls = 0;
         unsigned kv_par = 3, q_par = 1; /* parities of the next waits on the empty barriers (free at first) */
+        FM_TRACE_REC(tr, 1, 0);
         /* key block kb (class cls; `last` of its item) of the item at (b, h), mask slice mbh, into stage st */
         auto put_block = [&](int b, int h, int64_t mbh, int kb, int cls, bool last) {
+            FM_TRACE_AT(tr, lane == 0, 13);
             mbar_wait(kv_empty + 8 * st, (kv_par >> st) & 1);
             kv_par ^= 1u << st;
+            FM_TRACE_AT(tr, lane == 0, 12);
             if (lane == 0) {
                 const int c0 = kb * BN;
                 const uint32_t bar = kv_full + 8 * st;
@@ -884,6 +904,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
         int xn = blockIdx.x;
         live_scan scan;
         while (xn < n_items) {
+            FM_TRACE_AT(tr, lane == 0, 10);
             int next_xn = 0;
             if (lane == 0)
                 next_xn = atomicAdd(p.counters + 1, 1) + gridDim.x;
@@ -928,6 +949,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
                     /* Q, dO, L and Dd once the consumers are done with the item before's */
                     mbar_wait(q_empty, q_par);
                     q_par ^= 1u;
+                    FM_TRACE_AT(tr, lane == 0, 11);
                     if (lane == 0) {
                         const int64_t rb = ((int64_t)b * p.n_head + h) * p.seq_pad + r0;
                         const uint32_t ld = sLD + ls * 2 * QB * 4;
@@ -949,6 +971,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
             }
             xn = __shfl_sync(0xffffffffu, next_xn, 0);
         }
+        FM_TRACE_END(tr, lane == 0);
         /* no more items: tell the consumers */
         mbar_wait(q_empty, q_par);
         if (lane == 0) {
@@ -970,12 +993,15 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
     if (cw == 1)
         pp_pass<D>(1); /* warpgroup 0 takes the first turn */
     float dq[D / 2];
+    FM_TRACE_REC(tr, 1, 1 + cw);
     while (true) {
+        FM_TRACE_AT(tr, ctid % 128 == 0, 1);
         mbar_wait(q_full, q_par);
         q_par ^= 1u;
         const ws_q_info it = *qinfo;
         if (it.r0 < 0)
             break;
+        FM_TRACE_AT(tr, ctid % 128 == 0, 2);
 #pragma unroll
         for (int i = 0; i < D / 2; i++)
             dq[i] = 0.f;
@@ -986,6 +1012,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
         while (!last) {
             mbar_wait(kv_full + 8 * st, (kv_par >> st) & 1);
             kv_par ^= 1u << st;
+            FM_TRACE_AT(tr, ctid % 128 == 0, 3);
             const ws_tile_info bi = blocks[st];
             const int c0 = bi.q0 * BN;
             last = bi.last;
@@ -1017,6 +1044,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
                 asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");
             }
             wg_wait<0>();
+            FM_TRACE_AT(tr, ctid % 128 == 0, 4);
             if (last) {
                 /* S and dP have read Q and dO: the producer may load the next item's */
                 __syncwarp();
@@ -1055,12 +1083,14 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
 #pragma unroll
                 for (int x = 0; x < 4; x++)
                     da[kk][x] = dt::pack(dp[8 * kk + 2 * x], dp[8 * kk + 2 * x + 1]);
+            FM_TRACE_AT(tr, ctid % 128 == 0, 15);
             pp_turn<D>(cw);
             wg_fence();
             wg_gemm_rn<T, BN, D>(dq, da, kst, BN);
             wg_commit();
             pp_pass<D>(cw);
             wg_wait<0>();
+            FM_TRACE_AT(tr, ctid % 128 == 0, 5);
             if (!last || chunk) {
                 /* this warp is done with the stage (the last block's V takes the dQ tile below) */
                 __syncwarp();
@@ -1073,6 +1103,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
 
         if (chunk) { /* its partial sums (bwd_sum_kernel adds them up) */
             put_part<D / 2>(sc, sc.list[it.e], 0, dq, ctid);
+            FM_TRACE_AT(tr, ctid % 128 == 0, 6);
             ls ^= 1;
             continue;
         }
@@ -1096,8 +1127,10 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
         } else if (lane == 0) {
             mbar_arrive(kv_empty + 8 * lst);
         }
+        FM_TRACE_AT(tr, ctid % 128 == 0, 6);
         ls ^= 1;
     }
+    FM_TRACE_END(tr, ctid % 128 == 0);
     if (ctid % 128 == 0)
         bulk_wait<0>();
     /* done only when the main kernel is (its dK and dV written): what follows in the stream waits for this grid */
@@ -1252,7 +1285,10 @@ template <typename T, int D> cudaError_t launch_dq(const bwd_params &p, cudaStre
     if (e != cudaSuccess)
         return e;
     bwd_sum_kernel<T, D><<<dim3((unsigned)max(p.sched[0].list_cap, p.sched[1].list_cap), 2), NTHREADS, 0, stream>>>(p);
-    return cudaGetLastError();
+    e = cudaGetLastError();
+    if (e == cudaSuccess)
+        fm_trace::dump(stream);
+    return e;
 }
 
 } /* namespace */
