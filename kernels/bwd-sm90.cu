@@ -757,17 +757,8 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
          * item's first tile waits for before it frees the stage. Under a key order (p.kv_perm) the rows go to
          * their places in 16-byte stores instead. */
         const uint32_t sdk = sK + 2 * ks * TK, sdv = sdk + TK;
-#pragma unroll
-        for (int hh = 0; hh < 2; hh++) {
-#pragma unroll
-            for (int n = 0; n < NO; n++) {
-                const uint32_t off = sw128<BN>(key_a + 8 * hh, n) + 4 * t;
-                *reinterpret_cast<uint32_t *>(smem + (sdk - base) + off) =
-                    dt::pack(dk[4 * n + 2 * hh] * p.scale, dk[4 * n + 2 * hh + 1] * p.scale);
-                *reinterpret_cast<uint32_t *>(smem + (sdv - base) + off) =
-                    dt::pack(dv[4 * n + 2 * hh], dv[4 * n + 2 * hh + 1]);
-            }
-        }
+        store_acc_sw128<T, D, BN>(sdk, cw * 64 + warp * 16, dk, p.scale);
+        store_acc_sw128<T, D, BN>(sdv, cw * 64 + warp * 16, dv, 1.f);
         fence_proxy_async();
         asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");
         if (p.kv_perm) {
@@ -840,7 +831,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
 {
     using dt = fm_dtype<T>;
     constexpr int TQ = QB * D * 2, TK = BN * D * 2;
-    constexpr int NS = BN / 8, ND = D / 8;
+    constexpr int NS = BN / 8;
 
     extern __shared__ unsigned char smem_raw[];
     const uint32_t base = (fm_smem_addr(smem_raw) + 1023u) & ~1023u;
@@ -1112,13 +1103,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
          * of that block reads every row of V: both warpgroups meet first (barrier 3; both take every item). */
         asm volatile("bar.sync 3, 256;\n" ::: "memory");
         const uint32_t sdq = sV + lst * TK;
-#pragma unroll
-        for (int hh = 0; hh < 2; hh++) {
-#pragma unroll
-            for (int n = 0; n < ND; n++)
-                *reinterpret_cast<uint32_t *>(smem + (sdq - base) + sw128<BN>(rl + 8 * hh, n) + 4 * t) =
-                    dt::pack(dq[4 * n + 2 * hh] * p.scale, dq[4 * n + 2 * hh + 1] * p.scale);
-        }
+        store_acc_sw128<T, D, BN>(sdq, cw * 64 + warp * 16, dq, p.scale);
         fence_proxy_async();
         asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");
         if (ctid % 128 == 0) {

@@ -256,6 +256,28 @@ template <int ROWS> FM_DEV uint32_t sw128(int r, int c)
     return (uint32_t)((c / 8) * ROWS * 128 + r * 128 + (((c % 8) ^ (r % 8)) << 4));
 }
 
+/* A warp's 16 rows of a warpgroup's m64nD fp32 accumulator d (wgmma's layout: element 4 n + 2 hh + e is row
+ * g + 8 hh, column 8 n + 2 t + e, for lane 4 g + t), times s, as 16-bit T into the tile of ROWS rows at dst in the
+ * sw128 layout, its rows from r0 on: stmatrix, four 8 x 8 blocks of 16-bit values (rows 0-7 and 8-15 of column chunks
+ * n and n + 1) per instruction, lane l giving row l % 8 of block l / 8. A quarter of the instructions of 32-bit
+ * stores. */
+template <typename T, int D, int ROWS> FM_DEV void store_acc_sw128(uint32_t dst, int r0, const float (&d)[D / 2], float s)
+{
+    using dt = fm_dtype<T>;
+    const int lane = threadIdx.x % 32, r8 = lane % 8;
+    const uint32_t row = dst + (uint32_t)(r0 + 8 * ((lane / 8) % 2) + r8) * 128;
+    const uint32_t x16 = (uint32_t)(((lane / 16) ^ r8) << 4); /* (chunk parity ^ row) within the swizzle */
+#pragma unroll
+    for (int n = 0; n < D / 8; n += 2) {
+        /* chunk n + lane / 16 of row r8: ((n % 8 + lane / 16) ^ r8) << 4 = ((n % 8) << 4) ^ x16, n being even */
+        const uint32_t a = row + (n / 8) * ROWS * 128 + ((uint32_t)((n % 8) << 4) ^ x16);
+        asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(a),
+                     "r"(dt::pack(d[4 * n] * s, d[4 * n + 1] * s)), "r"(dt::pack(d[4 * n + 2] * s, d[4 * n + 3] * s)),
+                     "r"(dt::pack(d[4 * n + 4] * s, d[4 * n + 5] * s)), "r"(dt::pack(d[4 * n + 6] * s, d[4 * n + 7] * s))
+                     : "memory");
+    }
+}
+
 #endif /* FM_SM90_BODY */
 
 /* cuTensorMapEncodeTiled from the driver, found through the runtime (no link against libcuda). */
