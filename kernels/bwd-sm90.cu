@@ -480,7 +480,8 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
     constexpr int NO = D / 8;  /* n8 column groups of dK, dV */
 
     extern __shared__ unsigned char smem_raw[];
-    const uint32_t base = (fm_smem_addr(smem_raw) + 1023u) & ~1023u;
+    uint32_t base = (fm_smem_addr(smem_raw) + 1023u) & ~1023u;
+    asm volatile("" : "+r"(base)); /* held: left to itself, ptxas recomputed it from %cgactaid in every tile */
     unsigned char *smem = smem_raw + (base - fm_smem_addr(smem_raw));
     const uint32_t sK = base;         /* stage s: K at sK + 2 s TK, V at sK + (2 s + 1) TK */
     const uint32_t sQ = sK + 4 * TK;   /* QS stages */
@@ -834,7 +835,9 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
     constexpr int NS = BN / 8;
 
     extern __shared__ unsigned char smem_raw[];
-    const uint32_t base = (fm_smem_addr(smem_raw) + 1023u) & ~1023u;
+    uint32_t base = (fm_smem_addr(smem_raw) + 1023u) & ~1023u;
+    if (D == 64)
+        asm volatile("" : "+r"(base)); /* held, as in the main kernel (at 128 that made ptxas spill 120 bytes) */
     unsigned char *smem = smem_raw + (base - fm_smem_addr(smem_raw));
     const uint32_t sQ = base, sdO = sQ + TQ;
     const uint32_t sK = sdO + TQ;     /* two stages */
