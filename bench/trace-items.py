@@ -10,6 +10,8 @@ prints, from the first thread of each consumer warpgroup:
 - the boundary: from an item's last tile end to the next item's first, and its parts (the outputs, the wait for
   the item and for its first tile, the first tile's products);
 - the producer's lead: how long before the consumers needed them the next item's loads were issued;
+- each tile's phases (its S and dP products, the element-wise work between, the second products), for unmasked and
+  partial tiles apart (leaving out each item's first tile, which the boundary slows), and what a partial tile adds;
 - the tensor cores' view, per CTA: the share of time in which either warpgroup has products in flight, and the time
   with none in flight near item boundaries (from a warpgroup's last tile end to its next item's first S and dP)
   per boundary, against the rest per tile (both warpgroups take every item and tile, so a CTA's boundaries and tiles
@@ -49,7 +51,7 @@ def read_trace(path):
 
 
 def consumer_items(seq):
-    """A consumer stream's items: {wait, go, tiles: [(go, s_ready, second_issue, end)], out}."""
+    """A consumer stream's items: {wait, go, tiles: [(go, s_ready, second_issue, end, partial)], out}."""
     items, cur, tile = [], None, None
     for code, t in seq:
         if code == 1:
@@ -59,7 +61,9 @@ def consumer_items(seq):
         elif code == 2:
             cur["go"] = t
         elif code == 3:
-            tile = [t, None, None, None]
+            tile = [t, None, None, None, False]
+        elif code == 16 and tile:
+            tile[4] = True
         elif code in (4, 15, 5) and tile:
             tile[{4: 1, 15: 2, 5: 3}[code]] = t
             if code == 5:
@@ -119,6 +123,7 @@ def analyse(ev, k, ctas, name, label, ghz):
     lead_first, lead_load = [], []
     busy, span_total, idle_bound, idle_steady, n_bound, n_tiles = 0, 0, 0, 0, 0, 0
     n_items = 0
+    by_class = {False: [], True: []}
     for c in range(ctas):
         per_wg = [consumer_items(ev[k, c, s]) for s in (1, 2)]
         prod = producer_items(ev[k, c, 0])
@@ -130,8 +135,10 @@ def analyse(ev, k, ctas, name, label, ghz):
             for j, it in enumerate(its):
                 T = it["tiles"]
                 n_tiles += len(T)
-                for go, s_ready, second, end in T:
+                for i, (go, s_ready, second, end, partial) in enumerate(T):
                     gemm += [(go, s_ready), (second, end)]
+                    if i > 0:
+                        by_class[partial].append((s_ready - go, second - s_ready, end - second, end - go))
                 for i in range(1, len(T)):
                     period.append(T[i][3] - T[i - 1][3])
                     compute.append(T[i][3] - T[i][0])
@@ -187,6 +194,16 @@ def analyse(ev, k, ctas, name, label, ghz):
         print("  producer lead (median, min): %s %.0f, %.0f; first tile's loads %.0f, %.0f"
               % ("K and V" if k == 0 else "Q and dO", med(lead_first), min(lead_first), med(lead_load),
                  min(lead_load) if lead_load else float("nan")))
+    parts = {}
+    for partial, rows in by_class.items():
+        if rows:
+            parts[partial] = [med([r[i] for r in rows]) for i in range(4)]
+            print("  %s tiles after their item's first: %d; S and dP %.0f, between them and the second products %.0f, the second "
+                  "products %.0f, in all %.0f (medians)" % (("partial" if partial else "unmasked"), len(rows),
+                                                           *parts[partial]))
+    if len(parts) == 2:
+        print("  a partial tile: %+.0f cycles (%+.0f%%) against an unmasked one"
+              % (parts[True][3] - parts[False][3], 100.0 * (parts[True][3] / parts[False][3] - 1)))
     print("  tensor cores: products in flight %.1f%% of the CTAs' time; none in flight %.0f cycles per item boundary "
           "(%.2f us), %.0f per tile elsewhere"
           % (100.0 * busy / span_total, idle_bound / max(n_bound / 2, 1), us(idle_bound / max(n_bound / 2, 1)),

@@ -675,6 +675,7 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
             }
             uint32_t mk[2][2];
             const bool masked_tile = ti.cls == FM_TILE_PARTIAL || key_tail;
+            FM_TRACE_AT(tr, ctid % 128 == 0 && masked_tile, 16);
             if (masked_tile) {
                 const int4 *cB = fBd + st * BN;
                 const int4 none = make_int4(0, INT32_MAX, 0, 0); /* a key past seq_len_k: masked in every row */
@@ -1025,6 +1026,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
                 pending = -1;
             }
             const bool masked_tile = bi.cls == FM_TILE_PARTIAL || c0 + BN > p.seq_len_k;
+            FM_TRACE_AT(tr, ctid % 128 == 0 && masked_tile, 16);
             if (masked_tile) {
                 /* this warpgroup's words of the row masks of key ctid % 128 (words 2 cw, 2 cw + 1: its 64 rows) */
                 const int key = ctid % 128;

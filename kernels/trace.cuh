@@ -9,8 +9,9 @@
  * SM clocks: compare them within one CTA only. A traced build runs 5-10% slower (bench/RESULTS.md, session 14).
  *
  * Codes (the consumers' stream: 1 + warpgroup; the producer's: 0):
- *   consumers  1 waits for an item, 2 has it, 3 has a tile's (block's) data, 4 has S and dP, 15 issues the second
- *              products (dV, dK or dQ), 5 has them (the tile's end), 6 has issued the item's outputs
+ *   consumers  1 waits for an item, 2 has it, 3 has a tile's (block's) data, 16 finds it partial (element masks),
+ *              4 has S and dP, 15 issues the second products (dV, dK or dQ), 5 has them (the tile's end), 6 has
+ *              issued the item's outputs
  *   producer   10 starts an item, 11 has issued its K and V (main) or Q and dO (dQ pass), 13 waits for a free stage,
  *              12 has issued a tile's (block's) loads
  * File: the int32 header {FM_TRACE_MAGIC, kernels, ctas, streams, cap}, the int32 event counts [kernel][cta][stream],
