@@ -27,6 +27,23 @@ static double rnorm(void) { double u = rnd() + 1e-300, v = rnd(); return sqrt(-2
 static uint16_t bf16(float f) { uint32_t u; memcpy(&u, &f, 4); u += 0x7FFF + ((u >> 16) & 1); return u >> 16; }
 static int cmpf(const void *a, const void *b) { float x = *(const float *)a, y = *(const float *)b; return x < y ? -1 : x > y; }
 
+/* Documents of mask `mk` (doc, cdoc, doc:L, cdoc:L): their length into *L, causal within each into *causal; 0 if mk
+ * names no documents, -1 (with a message) if its length is not a positive divisor of N. */
+static int doc_mask(const char *mk, int N, int *L, int *causal)
+{
+    *causal = mk[0] == 'c';
+    const char *rest = mk + *causal;
+    if (strncmp(rest, "doc", 3) || (rest[3] != '\0' && rest[3] != ':')) return 0;
+    *L = N / 8;
+    if (rest[3] == ':') {
+        char *end;
+        long l = strtol(rest + 4, &end, 10);
+        *L = end == rest + 4 || *end || l <= 0 || l > N ? 0 : (int)l;
+    }
+    if (*L <= 0 || N % *L) { fprintf(stderr, "%s: a document length must be a positive divisor of %d\n", mk, N); return -1; }
+    return 1;
+}
+
 /* The mask `mk`: a name above, or a saved mask (a path with a '/', as peers.py --save-masks writes). */
 static famask_mask *make_mask(famask_ctx *ctx, const char *mk, int N)
 {
@@ -40,18 +57,18 @@ static famask_mask *make_mask(famask_ctx *ctx, const char *mk, int N)
         }
         return m;
     }
+    int L = 0, causal = 0;
+    const int doc = doc_mask(mk, N, &L, &causal);
+    if (doc < 0) return NULL;
     int32_t *bd = malloc(sizeof(int32_t) * 4 * (size_t)N);
     for (int j = 0; j < N; j++) {
         int32_t *v = bd + 4 * j;
         v[0] = v[1] = N; v[2] = v[3] = 0;
         if (!strcmp(mk, "causal")) v[3] = j;
         else if (!strcmp(mk, "swa")) { v[3] = j; v[0] = j + 1024 < N ? j + 1024 : N; }
-        else if (!strncmp(mk, "doc", 3) || !strncmp(mk, "cdoc", 4)) {
-            const char *c = strchr(mk, ':');
-            int L = c ? atoi(c + 1) : N / 8;
-            if (L <= 0 || N % L) { fprintf(stderr, "%s: a document length must divide %d\n", mk, N); free(bd); return NULL; }
+        else if (doc) {
             int s = j / L * L, e = s + L;
-            v[2] = 0; v[3] = mk[0] == 'c' ? j : s; v[0] = e; v[1] = N;
+            v[2] = 0; v[3] = causal ? j : s; v[0] = e; v[1] = N;
         } else if (!strcmp(mk, "evict")) {
             int r = j + 1 + (int)(rnd() * (N / 16));
             v[3] = j;

@@ -28,7 +28,11 @@ MAGIC = 0x46545231
 
 
 def read_trace(path):
-    raw = open(path, "rb").read()
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        sys.exit("%s: %s" % (path, e.strerror))
     if len(raw) < 20:
         sys.exit("%s: too short for a trace" % path)
     magic, kernels, ctas, streams, cap = struct.unpack_from("<5i", raw)

@@ -66,8 +66,8 @@ struct rec {
 #endif
 
 /* The last call's events into FAMASK_TRACE_OUT (after a sync of `stream`), and the counts reset; nothing in an
- * untraced build or without the variable. A file that cannot be written is reported on stderr: the trace is a
- * measurement aid, and the call's results stand. */
+ * untraced build or without the variable. A file that cannot be written whole is reported on stderr and removed:
+ * the trace is a measurement aid, and the call's results stand. */
 inline void dump(cudaStream_t stream)
 {
 #ifdef FAMASK_TRACE
@@ -95,8 +95,10 @@ inline void dump(cudaStream_t stream)
                 ok = m == 0 || (cudaMemcpyFromSymbol(ev, events, m * sizeof(unsigned long long), at) == cudaSuccess &&
                                 fwrite(ev, sizeof(unsigned long long), m, f) == m);
             }
-    if (fclose(f) != 0 || !ok)
-        fprintf(stderr, "famask: trace: %s is incomplete\n", path);
+    if (fclose(f) != 0 || !ok) {
+        fprintf(stderr, "famask: trace: could not write all of %s; removed\n", path);
+        remove(path);
+    }
     static const int zero[KERNELS][CTAS][STREAMS] = {};
     cudaMemcpyToSymbol(counts, zero, sizeof zero);
 #else
