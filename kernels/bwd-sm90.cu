@@ -7,7 +7,7 @@
  * faster.
  *
  * Both kernels are persistent and warp-specialised: one CTA of three warpgroups per multiprocessor. The first warp of
- * warpgroup 0 is the producer: it takes work items from a counter, walks their live tiles and issues every load (TMA,
+ * warpgroup 0 is the producer (the first two in the main kernel at head dim 64, one for each consumer warpgroup): it takes work items from a counter, walks their live tiles and issues every load (TMA,
  * bulk copies) into shared-memory stages guarded by full and empty mbarriers, running ahead of the consumers by up to
  * two stages (three for the main kernel's Q and dO at head dim 64). Warpgroups 1 and 2 consume (setmaxnreg: 224
  * registers each, the producer's warpgroup 56): they wait for full stages, compute, and free them; no barrier spans the
@@ -16,9 +16,12 @@
  * CTAs start on the multiprocessors the main kernel's CTAs leave while the others finish their last key blocks, and it
  * waits for the main kernel only before it ends.
  *
- * Main kernel (dK, dV): a work item is a (key block of 128, kv head, batch); consumer warpgroup w owns keys
- * 64w..64w+63. K and V of the block come in once by TMA (two stages: the next item's block loads while this one
- * finishes); the producer walks the live query tiles of 64 rows of every query head of its GQA group
+ * Main kernel (dK, dV): a work item is a (key block, kv head, batch). At head dim 128 the block has 128 keys and
+ * consumer warpgroup w owns keys 64w..64w+63; at 64 the CTA runs two pipelines (main_pipes), a producer warp and a
+ * consumer warpgroup each with shared memory of their own, and a block has 64 keys: each warpgroup walks only the
+ * tiles live for its own keys, and ends its items at its own times. K and V of the block come in once by TMA (two
+ * stages: the next item's block loads while this one finishes); the producer walks the live query tiles of 64 rows
+ * of every query head of its GQA group
  * (fm_bwd::next_query_tile), Q and dO by TMA into two stages (three at head dim 64), L, Dd and (for partial tiles) the
  * keys' bounds by bulk copy. Per tile, each consumer warpgroup computes on the tensor cores
  *     S^T = K Q^T, dP^T = V dO^T   (m64n64, both operands from shared memory, K-major),
@@ -89,9 +92,9 @@ struct kv_item {
 /* Item x of either kernel, for the plan and the final sum. The two kernels decode their items inline: through
  * these helpers their code came out different (head dim 64: 246 -> 254 registers, 1.5-2% slower on 8K causal and
  * causal documents, H200, bench-bwd). */
-__device__ __forceinline__ kv_item kv_item_at(const bwd_params &p, int x)
+__device__ __forceinline__ kv_item kv_item_at(const bwd_params &p, int x, int kblk)
 {
-    const int n_kb = (p.seq_len_k + BN - 1) / BN;
+    const int n_kb = (p.seq_len_k + kblk - 1) / kblk;
     return {x % n_kb, (x / n_kb) % p.n_head_kv, x / (n_kb * p.n_head_kv), -1};
 }
 
@@ -164,10 +167,10 @@ struct walk_span {
 /* The walk of main-kernel item x over the query tiles of BM rows of its GQA group, position hi n_tiles + t, from
  * the key block's summaries: a tile is skipped when it lies inside [smax, emin) of either interval slot, as in
  * next_query_tile. */
-__device__ walk_span main_span(const bwd_params &p, int x)
+__device__ walk_span main_span(const bwd_params &p, int x, int kblk)
 {
-    const int n_kb = (p.seq_len_k + BN - 1) / BN, n = (p.seq_len_q + BM - 1) / BM, group = p.n_head / p.n_head_kv;
-    const kv_item it = kv_item_at(p, x);
+    const int n_kb = (p.seq_len_k + kblk - 1) / kblk, n = (p.seq_len_q + BM - 1) / BM, group = p.n_head / p.n_head_kv;
+    const kv_item it = kv_item_at(p, x, kblk);
     walk_span w = {0, 0, 0};
     for (int hi = 0; hi < group; hi++) {
         const fm_block_summary s = p.summaries[mask_index(p, it.b, it.hkv * group + hi) * n_kb + it.kb];
@@ -202,19 +205,19 @@ __device__ walk_span dq_span(const bwd_params &p, int x)
     return {max(0, rg.y - rg.x), rg.x, rg.y};
 }
 
-__device__ __forceinline__ int n_main_items(const bwd_params &p)
+__device__ __forceinline__ int n_main_items(const bwd_params &p, int kblk)
 {
-    return (p.seq_len_k + BN - 1) / BN * p.n_head_kv * p.batch;
+    return (p.seq_len_k + kblk - 1) / kblk * p.n_head_kv * p.batch;
 }
 
 /* Plan, first step: thread x weighs main-kernel item x, then dQ-pass item x - n_main, and adds the weights to
  * each kernel's total. */
-__global__ void __launch_bounds__(256) plan_weigh_kernel(const bwd_params p, int n_dq)
+__global__ void __launch_bounds__(256) plan_weigh_kernel(const bwd_params p, int n_dq, int kblk)
 {
-    const int n_main = n_main_items(p), x = blockIdx.x * 256 + threadIdx.x;
+    const int n_main = n_main_items(p, kblk), x = blockIdx.x * 256 + threadIdx.x;
     int w[2] = {0, 0};
     if (x < n_main)
-        p.sched[0].weight[x] = w[0] = main_span(p, x).count;
+        p.sched[0].weight[x] = w[0] = main_span(p, x, kblk).count;
     else if (x - n_main < n_dq)
         p.sched[1].weight[x - n_main] = w[1] = dq_span(p, x - n_main).count;
     for (int k = 0; k < 2; k++) {
@@ -255,9 +258,9 @@ __device__ void place_item(const bwd_sched &s, int item, int n, int w, int share
  * 2^(t+2) n_ctas items. A forced chunk length (tests) breaks those bounds, so the plan then runs on one thread,
  * in item order: an item for which slots or entries run out stays uncut or in place, the same items on every
  * run. */
-__device__ void list_item(const bwd_params &p, int n_dq, int x)
+__device__ void list_item(const bwd_params &p, int n_dq, int x, int kblk)
 {
-    const int n_main = n_main_items(p);
+    const int n_main = n_main_items(p, kblk);
     const int k = x < n_main ? 0 : 1, item = k ? x - n_main : x;
     if (k && item >= n_dq)
         return;
@@ -269,7 +272,7 @@ __device__ void list_item(const bwd_params &p, int n_dq, int x)
         place_item(s, item, n, w, share);
         return;
     }
-    const walk_span sp = k ? dq_span(p, item) : main_span(p, item);
+    const walk_span sp = k ? dq_span(p, item) : main_span(p, item, kblk);
     int nc = (w + share - 1) / share, slot = -1;
     if (nc > 1) {
         slot = atomicAdd(s.count + 1, nc);
@@ -299,14 +302,14 @@ __device__ void list_item(const bwd_params &p, int n_dq, int x)
 }
 
 /* A thread per item of both kernels; serial (one thread, grid 1): every item in order (see list_item). */
-__global__ void __launch_bounds__(256) plan_list_kernel(const bwd_params p, int n_dq, int serial)
+__global__ void __launch_bounds__(256) plan_list_kernel(const bwd_params p, int n_dq, int serial, int kblk)
 {
-    const int n_plan = n_main_items(p) + n_dq;
+    const int n_plan = n_main_items(p, kblk) + n_dq;
     if (serial) {
         for (int x = 0; x < n_plan; x++)
-            list_item(p, n_dq, x);
+            list_item(p, n_dq, x, kblk);
     } else if (blockIdx.x * 256 + threadIdx.x < n_plan) {
-        list_item(p, n_dq, blockIdx.x * 256 + threadIdx.x);
+        list_item(p, n_dq, blockIdx.x * 256 + threadIdx.x, kblk);
     }
 }
 
@@ -386,12 +389,13 @@ __device__ void store_sum(const bwd_sched &s, const sched_entry &e, int at, RowP
 }
 
 
-/* The main kernel's CTA: a producer warpgroup (only its first warp works) and two consumer warpgroups.
- * The producer finds the work items and walks their live query tiles. It hands each to the consumers through
- * shared memory: an item's K and V (TMA) and a tile's Q, dO (TMA), L, Dd and, for a partial tile or the ragged
- * last key block, the keys' bounds (bulk copies). Each stage has a full and an empty mbarrier, and its item or
- * tile description sits beside it. Consumer warpgroup c owns keys 64c..64c+63 of the item's key block. It only
- * waits for full stages, computes, and frees the stage.
+/* The main kernel's CTA: a producer warpgroup (only its first main_pipes warps work) and two consumer warpgroups,
+ * as main_pipes pipelines. A pipeline's producer finds work items and walks their live query tiles. It hands each
+ * to its consumers through the pipeline's shared memory: an item's K and V (TMA) and a tile's Q, dO (TMA), L, Dd
+ * and, for a partial tile or the ragged last key block, the keys' bounds (bulk copies). Each stage has a full and
+ * an empty mbarrier, and its item or tile description sits beside it. Consumer warpgroup c owns keys 64c'..64c'+63
+ * of the item's key block, c' its place in the pipeline. It only waits for full stages, computes, and frees the
+ * stage.
  * (The first version had both warpgroups compute and thread 0 issue every load, with a CTA barrier per tile:
  * phase counters put the loads' issue at 700-800 cycles of a tile's 3300-4200 on the critical path, bench/RESULTS.md.)
  * A stage is freed by one arrival per consumer warp (lane 0, after __syncwarp) or per warpgroup (after its named
@@ -415,12 +419,34 @@ template <int D> constexpr int ws_q_stages()
     return D == 64 ? 3 : 2;
 }
 
+/* Pipelines per CTA: a producer warp and the consumer warpgroups it feeds, with shared memory of their own. At head
+ * dim 64 each consumer warpgroup is a pipeline of its own, with work items of 64 keys (main_block): it walks only
+ * the query tiles live for its own keys, and reaches its items' ends at its own times, so one warpgroup's outputs
+ * overlap the other's products. At 128 the two warpgroups share items of 128 keys and every Q and dO tile: two
+ * pipelines would not fit in shared memory, and reading each tile twice costs 4-11% there (bench/RESULTS.md,
+ * session 15). */
+template <int D> constexpr int main_pipes()
+{
+    return D == 64 ? 2 : 1;
+}
+template <int D> constexpr int main_block()
+{
+    return BN / main_pipes<D>();
+}
+
+/* A pipeline's shared memory, a multiple of 1024 bytes: two stages of K and V; QS of Q and dO, of (L, Dd) and of
+ * the keys' bounds; 4 + 2 QS mbarriers; two item and QS tile descriptions. */
+template <int D> constexpr int ws_pipe_bytes()
+{
+    constexpr int QS = ws_q_stages<D>(), KB = main_block<D>();
+    return (2 * 2 * KB * D * 2 + QS * (2 * BM * D * 2 + 2 * BM * 4 + KB * 16 + 2 * 8 + 16) + 4 * 8 + 2 * 16 + 1023) /
+           1024 * 1024;
+}
+
+/* The main kernel's: its pipelines, and 1024 for aligning the base. */
 template <int D> constexpr int ws_smem_bytes()
 {
-    /* two stages of K and V; QS of Q and dO, of (L, Dd) and of the keys' bounds; 4 + 2 QS mbarriers; two item
-     * and QS tile descriptions; 1024 for aligning the base */
-    constexpr int QS = ws_q_stages<D>();
-    return 1024 + 2 * 2 * BN * D * 2 + QS * (2 * BM * D * 2 + 2 * BM * 4 + BN * 16 + 2 * 8 + 16) + 4 * 8 + 2 * 16;
+    return 1024 + main_pipes<D>() * ws_pipe_bytes<D>();
 }
 
 #ifdef FM_SM90_BODY
@@ -474,46 +500,55 @@ template <typename T, int D, bool LIST>
 __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_maps &m, const int n_list)
 {
     using dt = fm_dtype<T>;
-    constexpr int TK = BN * D * 2, TQ = BM * D * 2;
+    constexpr int NP = main_pipes<D>(), KB = main_block<D>(), CW = 2 / NP; /* consumer warpgroups per pipeline */
+    constexpr int TK = KB * D * 2, TQ = BM * D * 2;
     constexpr int QS = ws_q_stages<D>();
     constexpr int NS = BM / 8; /* n8 query groups of S^T */
     constexpr int NO = D / 8;  /* n8 column groups of dK, dV */
 
     extern __shared__ unsigned char smem_raw[];
-    uint32_t base = (fm_smem_addr(smem_raw) + 1023u) & ~1023u;
+    const int tid = threadIdx.x, wg = tid / 128;
+    /* this thread's pipeline: the producer warp's number (the first NP warps produce), or its consumer
+     * warpgroup's (with NP = 1, both share pipeline 0). Broadcast from lane 0, so that ptxas sees it is the same
+     * in the whole warp and keeps the addresses made from it in uniform registers: computed per thread, they
+     * took as many ordinary registers, and the pipeline's base spilled (reloaded in every tile). */
+    const int pipe = NP == 1 ? 0 : __shfl_sync(0xffffffffu, wg == 0 ? tid / 32 : wg - 1, 0);
+    const uint32_t base0 = (fm_smem_addr(smem_raw) + 1023u) & ~1023u;
+    uint32_t base = base0 + pipe * ws_pipe_bytes<D>(); /* the pipeline's */
     asm volatile("" : "+r"(base)); /* held: left to itself, ptxas recomputed it from %cgactaid in every tile */
     unsigned char *smem = smem_raw + (base - fm_smem_addr(smem_raw));
-    const uint32_t sK = base;         /* stage s: K at sK + 2 s TK, V at sK + (2 s + 1) TK */
+    const uint32_t sK = base; /* stage s: K at sK + 2 s TK, V at sK + (2 s + 1) TK */
     const uint32_t sQ = sK + 4 * TK;   /* QS stages */
     const uint32_t sdO = sQ + QS * TQ; /* QS stages */
     const uint32_t sLD = sdO + QS * TQ;
     const uint32_t sBd = sLD + QS * 2 * BM * 4;
-    const uint32_t sBar = sBd + QS * BN * 16; /* kv_full[2], kv_empty[2], q_full[QS], q_empty[QS] */
+    const uint32_t sBar = sBd + QS * KB * 16; /* kv_full[2], kv_empty[2], q_full[QS], q_empty[QS] */
     const uint32_t kv_full = sBar, kv_empty = sBar + 16, q_full = sBar + 32, q_empty = q_full + 8 * QS;
     const float *fLD = reinterpret_cast<const float *>(smem + (sLD - base)); /* [stage][L, Dd][BM] */
-    const int4 *fBd = reinterpret_cast<const int4 *>(smem + (sBd - base));   /* [stage][BN] */
+    const int4 *fBd = reinterpret_cast<const int4 *>(smem + (sBd - base));   /* [stage][KB] */
     ws_item_info *items = reinterpret_cast<ws_item_info *>(smem + (q_empty + 8 * QS - base)); /* [2] */
     ws_tile_info *tiles = reinterpret_cast<ws_tile_info *>(items + 2);                        /* [QS] */
 
-    const int tid = threadIdx.x, wg = tid / 128;
     const int group = p.n_head / p.n_head_kv;
-    const int n_kb = (p.seq_len_k + BN - 1) / BN, n_qtiles = (p.seq_len_q + BM - 1) / BM;
+    const int n_kb = (p.seq_len_k + KB - 1) / KB, n_qtiles = (p.seq_len_q + BM - 1) / BM;
     const bwd_sched &sc = p.sched[0];
 
-    /* full barriers: one arrival (the producer's, with the bytes); empty: one per consumer warpgroup (K, V) or
-     * consumer warp (Q, dO) */
-    int counts[4 + 2 * QS] = {1, 1, 2, 2};
+    /* each pipeline's barriers: full ones for one arrival (the producer's, with the bytes); empty ones for one per
+     * consumer warpgroup (K, V) or consumer warp (Q, dO) of the pipeline */
+    int counts[4 + 2 * QS] = {1, 1, CW, CW};
 #pragma unroll
     for (int i = 0; i < QS; i++)
-        counts[4 + i] = 1, counts[4 + QS + i] = 8;
-    mbar_init_all(sBar, counts);
+        counts[4 + i] = 1, counts[4 + QS + i] = 4 * CW;
+#pragma unroll
+    for (int i = 0; i < NP; i++)
+        mbar_init_all(base0 + i * ws_pipe_bytes<D>() + (sBar - base), counts);
 
     if (wg == 0) {
-        /* ---- producer: warp 0, its lanes in step; lane 0 issues ---- */
+        /* ---- producer: warp `pipe` of NP, its lanes in step; lane 0 issues ---- */
         reg_dealloc<PRODUCER_REGS>();
-        if (tid >= 32)
+        if (tid >= 32 * NP)
             return;
-        const int lane = tid;
+        const int lane = tid % 32, n_pipes = gridDim.x * NP;
         /* the plan's list, the items before the tail, the tail's tiers */
         const int n_before = n_list + n_kb * p.n_head_kv * p.batch - sc.n_tail;
         const order_lanes ord = order_view(sc, n_before, lane);
@@ -521,11 +556,11 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
         int ks = 0, st = 0;
         unsigned kv_par = 3, q_par = (1u << QS) - 1; /* bit s: parity of the next wait on stage s's empty barrier
                                                        * (free at first) */
-        int xn = blockIdx.x;
+        int xn = blockIdx.x * NP + pipe;
         tile_walk wk;
-        FM_TRACE_REC(tr, 0, 0);
+        FM_TRACE_REC(tr, 0, 0); /* pipeline 0's producer only */
         while (xn < n_items) {
-            FM_TRACE_AT(tr, lane == 0, 10);
+            FM_TRACE_AT(tr, tid == 0, 10);
             /* item number xn: the list's entries, then the items not in it */
             kv_item x;
             int xi, begin = 0, end = INT32_MAX, cut = 0;
@@ -542,7 +577,7 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
             }
             int next_xn = 0;
             if (lane == 0)
-                next_xn = atomicAdd(p.counters, 1) + gridDim.x;
+                next_xn = atomicAdd(p.counters, 1) + n_pipes;
             if (xi >= 0) {
                 x.kb = xi % n_kb;
                 x.hkv = (xi / n_kb) % p.n_head_kv;
@@ -561,7 +596,7 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
                 }
                 if (!live) {
                     /* nothing to compute: dK and dV of the block are zero */
-                    const int k0 = x.kb * BN, n = min(BN, p.seq_len_k - k0);
+                    const int k0 = x.kb * KB, n = min(KB, p.seq_len_k - k0);
                     for (int c = lane; c < n * (D / 8); c += 32) {
                         const int r = k0 + c / (D / 8), col = (c % (D / 8)) * 8;
                         *reinterpret_cast<uint4 *>(kv_out_row<T>(p, p.dk, x.b, x.hkv, r) + col) = make_uint4(0, 0, 0, 0);
@@ -571,33 +606,33 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
                     /* K and V into stage ks once the consumers are done with its last item */
                     mbar_wait(kv_empty + 8 * ks, (kv_par >> ks) & 1);
                     kv_par ^= 1u << ks;
-                    FM_TRACE_AT(tr, lane == 0, 11);
+                    FM_TRACE_AT(tr, tid == 0, 11);
                     if (lane == 0) {
                         items[ks] = {x.kb, x.hkv, x.b, x.e};
                         mbar_expect_tx(kv_full + 8 * ks, 2 * TK);
-                        tma_tile<D>(&m.k, m.kv_seq_major, sK + 2 * ks * TK, BN, x.kb * BN, x.hkv, x.b, kv_full + 8 * ks);
-                        tma_tile<D>(&m.v, m.kv_seq_major, sK + (2 * ks + 1) * TK, BN, x.kb * BN, x.hkv, x.b,
+                        tma_tile<D>(&m.k, m.kv_seq_major, sK + 2 * ks * TK, KB, x.kb * KB, x.hkv, x.b, kv_full + 8 * ks);
+                        tma_tile<D>(&m.v, m.kv_seq_major, sK + (2 * ks + 1) * TK, KB, x.kb * KB, x.hkv, x.b,
                                     kv_full + 8 * ks);
                     }
                     ks ^= 1;
-                    const int k0 = x.kb * BN;
-                    const bool key_tail = k0 + BN > p.seq_len_k;
+                    const int k0 = x.kb * KB;
+                    const bool key_tail = k0 + KB > p.seq_len_k;
                     const int mb = p.batch_m == 1 ? 0 : x.b;
                     while (live) {
                         /* the tile after this one, so that this one can say whether it is the last */
                         int nhi = hi, nt = tt + 1, ncls = 0;
                         const bool more = next_query_tile<BM>(p, wk, n_kb, x.kb, x.hkv, x.b, group, &nhi, &nt,
                                                               &ncls, end);
-                        FM_TRACE_AT(tr, lane == 0, 13);
+                        FM_TRACE_AT(tr, tid == 0, 13);
                         mbar_wait(q_empty + 8 * st, (q_par >> st) & 1);
                         q_par ^= 1u << st;
-                        FM_TRACE_AT(tr, lane == 0, 12);
+                        FM_TRACE_AT(tr, tid == 0, 12);
                         if (lane == 0) {
                             const int h = x.hkv * group + hi, q0 = tt * BM;
                             const bool masked = cls == FM_TILE_PARTIAL || key_tail;
                             const uint32_t bar = q_full + 8 * st;
                             tiles[st] = {q0, cls, !more, 0};
-                            const uint32_t nbd = masked ? (uint32_t)min(BN, p.seq_len_k - k0) * 16 : 0;
+                            const uint32_t nbd = masked ? (uint32_t)min(KB, p.seq_len_k - k0) * 16 : 0;
                             mbar_expect_tx(bar, 2 * TQ + 2 * BM * 4 + nbd);
                             tma_tile<D>(&m.q, m.q_seq_major, sQ + st * TQ, BM, q0, h, x.b, bar);
                             tma_tile<D>(&m.d_o, m.do_seq_major, sdO + st * TQ, BM, q0, h, x.b, bar);
@@ -605,7 +640,7 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
                             bulk_load(sLD + (st * 2) * BM * 4, p.L + rb, BM * 4, bar);
                             bulk_load(sLD + (st * 2 + 1) * BM * 4, p.Dd + rb, BM * 4, bar);
                             if (masked)
-                                bulk_load(sBd + st * BN * 16,
+                                bulk_load(sBd + st * KB * 16,
                                           p.bounds + (((int64_t)mb * p.heads_m + mask_head(p, h)) * p.seq_len_k + k0) * 4,
                                           nbd, bar);
                         }
@@ -619,7 +654,7 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
             }
             xn = __shfl_sync(0xffffffffu, next_xn, 0);
         }
-        FM_TRACE_END(tr, lane == 0);
+        FM_TRACE_END(tr, tid == 0);
         /* no more items: tell the consumers */
         mbar_wait(kv_empty + 8 * ks, (kv_par >> ks) & 1);
         if (lane == 0) {
@@ -632,8 +667,9 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
     /* ---- consumers ---- */
     reg_alloc<CONSUMER_REGS>();
     const int ctid = tid - 128, cw = ctid / 128, warp = (ctid / 32) % 4, lane = ctid % 32;
+    const int cs = cw % CW, ptid = ctid % (128 * CW); /* the warpgroup and the thread within the pipeline */
     const int g = lane / 4, t = lane % 4;
-    const int key_a = cw * 64 + warp * 16 + g; /* key of rows hh = 0 (in the block); + 8 for hh = 1 */
+    const int key_a = cs * 64 + warp * 16 + g; /* key of rows hh = 0 (in the block); + 8 for hh = 1 */
     int ks = 0, st = 0;
     unsigned kv_par = 0, q_par = 0;
     int pending = -1; /* a K and V stage whose dK, dV store this thread issued and has not yet released */
@@ -650,9 +686,9 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
 #pragma unroll
         for (int i = 0; i < D / 2; i++)
             dk[i] = dv[i] = 0.f;
-        const int k0 = it.kb * BN;
-        const bool key_tail = k0 + BN > p.seq_len_k;
-        const uint32_t k_wg = sK + 2 * ks * TK + cw * 64 * 128, v_wg = k_wg + TK; /* this warpgroup's key rows */
+        const int k0 = it.kb * KB;
+        const bool key_tail = k0 + KB > p.seq_len_k;
+        const uint32_t k_wg = sK + 2 * ks * TK + cs * 64 * 128, v_wg = k_wg + TK; /* this warpgroup's key rows */
         bool last = false;
         while (!last) {
             mbar_wait(q_full + 8 * st, (q_par >> st) & 1);
@@ -664,8 +700,8 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
             const uint32_t qst = sQ + st * TQ, dost = sdO + st * TQ;
             float s[BM / 2], dp[BM / 2];
             wg_fence();
-            wg_gemm_kk<T, D, BM>(s, k_wg, BN, qst, BM);
-            wg_gemm_kk<T, D, BM>(dp, v_wg, BN, dost, BM);
+            wg_gemm_kk<T, D, BM>(s, k_wg, KB, qst, BM);
+            wg_gemm_kk<T, D, BM>(dp, v_wg, KB, dost, BM);
             wg_commit();
             if (pending >= 0) {
                 /* the store of the item before has read its stage: the producer may load into it */
@@ -677,7 +713,7 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
             const bool masked_tile = ti.cls == FM_TILE_PARTIAL || key_tail;
             FM_TRACE_AT(tr, ctid % 128 == 0 && masked_tile, 16);
             if (masked_tile) {
-                const int4 *cB = fBd + st * BN;
+                const int4 *cB = fBd + st * KB;
                 const int4 none = make_int4(0, INT32_MAX, 0, 0); /* a key past seq_len_k: masked in every row */
 #pragma unroll
                 for (int hh = 0; hh < 2; hh++) {
@@ -745,8 +781,8 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
 
         if (LIST && it.e >= 0 && sc.list[it.e].slot >= 0) { /* a chunk: its partial sums (bwd_sum_kernel adds them up) */
             const sched_entry en = sc.list[it.e];
-            put_part<D / 2>(sc, en, 0, dk, ctid);
-            put_part<D / 2>(sc, en, D / 2, dv, ctid);
+            put_part<D / 2>(sc, en, 0, dk, ptid);
+            put_part<D / 2>(sc, en, D / 2, dv, ptid);
             asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory"); /* the warpgroup is done with K and V */
             if (ctid % 128 == 0)
                 mbar_arrive(kv_empty + 8 * ks);
@@ -759,15 +795,15 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
          * item's first tile waits for before it frees the stage. Under a key order (p.kv_perm) the rows go to
          * their places in 16-byte stores instead. */
         const uint32_t sdk = sK + 2 * ks * TK, sdv = sdk + TK;
-        store_acc_sw128<T, D, BN>(sdk, cw * 64 + warp * 16, dk, p.scale);
-        store_acc_sw128<T, D, BN>(sdv, cw * 64 + warp * 16, dv, 1.f);
+        store_acc_sw128<T, D, KB>(sdk, cs * 64 + warp * 16, dk, p.scale);
+        store_acc_sw128<T, D, KB>(sdv, cs * 64 + warp * 16, dv, 1.f);
         fence_proxy_async();
         asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");
         if (p.kv_perm) {
             for (int c = ctid % 128; c < 64 * NO; c += 128) {
-                const int r = cw * 64 + c / NO, n = c % NO;
+                const int r = cs * 64 + c / NO, n = c % NO;
                 if (k0 + r < p.seq_len_k) {
-                    const uint32_t off = sw128<BN>(r, n);
+                    const uint32_t off = sw128<KB>(r, n);
                     *reinterpret_cast<uint4 *>(kv_out_row<T>(p, p.dk, it.b, it.hkv, k0 + r) + 8 * n) =
                         *reinterpret_cast<const uint4 *>(smem + (sdk - base) + off);
                     *reinterpret_cast<uint4 *>(kv_out_row<T>(p, p.dv, it.b, it.hkv, k0 + r) + 8 * n) =
@@ -778,8 +814,8 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
             if (ctid % 128 == 0)
                 mbar_arrive(kv_empty + 8 * ks);
         } else if (ctid % 128 == 0) {
-            tma_store_tile<D>(&m.out0, m.out0_seq_major, sdk + cw * 64 * 128, BN * 128, k0 + cw * 64, it.hkv, it.b);
-            tma_store_tile<D>(&m.out1, m.out1_seq_major, sdv + cw * 64 * 128, BN * 128, k0 + cw * 64, it.hkv, it.b);
+            tma_store_tile<D>(&m.out0, m.out0_seq_major, sdk + cs * 64 * 128, KB * 128, k0 + cs * 64, it.hkv, it.b);
+            tma_store_tile<D>(&m.out1, m.out1_seq_major, sdv + cs * 64 * 128, KB * 128, k0 + cs * 64, it.hkv, it.b);
             pending = ks;
         }
         FM_TRACE_AT(tr, ctid % 128 == 0, 6);
@@ -1154,8 +1190,9 @@ template <typename T, int D> __global__ void __launch_bounds__(NTHREADS) bwd_sum
     if (e.item < 0 || e.slot < 0 || e.slot != e.first)
         return;
     if (k == 0) {
-        const kv_item x = kv_item_at(p, e.item);
-        const int n = min(BN, p.seq_len_k - x.kb * BN), k0 = x.kb * BN;
+        constexpr int KB = main_block<D>();
+        const kv_item x = kv_item_at(p, e.item, KB);
+        const int n = min(KB, p.seq_len_k - x.kb * KB), k0 = x.kb * KB;
         store_sum<T, D>(s, e, 0, [&](int r) { return kv_out_row<T>(p, p.dk, x.b, x.hkv, k0 + r); }, n, p.scale);
         store_sum<T, D>(s, e, D / 2, [&](int r) { return kv_out_row<T>(p, p.dv, x.b, x.hkv, k0 + r); }, n, 1.f);
     } else {
@@ -1174,16 +1211,16 @@ bool view_map(const tensor_view &v, int is_bf16, int rows, int seq_len, int head
     return !make_map(NULL, map, v.p, is_bf16, D, rows, seq_len, heads, batch, v.ss, v.sh, v.sb, *seq_major);
 }
 
-/* The maps of either kernel: Q and dO with boxes of q_rows rows; outputs dK and dV (main kernel, dq = false) or
- * dQ (dq = true). */
-template <int D> bool make_maps(const bwd_params &p, int is_bf16, int q_rows, bool dq, bwd_maps *m)
+/* The maps of either kernel: Q and dO with boxes of q_rows rows, K and V of kv_rows; outputs dK and dV (main
+ * kernel, dq = false) or dQ (dq = true). */
+template <int D> bool make_maps(const bwd_params &p, int is_bf16, int q_rows, int kv_rows, bool dq, bwd_maps *m)
 {
     /* V takes K's dimension order (either order describes any strides; the kernels load both with one flag) */
     return view_map<D>(p.q, is_bf16, q_rows, p.seq_len_q, p.n_head, p.batch, &m->q, &m->q_seq_major) &&
            view_map<D>(p.d_o, is_bf16, q_rows, p.seq_len_q, p.n_head, p.batch, &m->d_o, &m->do_seq_major) &&
-           view_map<D>(p.k, is_bf16, BN, p.seq_len_k, p.n_head_kv, p.batch, &m->k, &m->kv_seq_major) &&
-           !make_map(NULL, &m->v, p.v.p, is_bf16, D, BN, p.seq_len_k, p.n_head_kv, p.batch, p.v.ss, p.v.sh, p.v.sb,
-                     m->kv_seq_major) &&
+           view_map<D>(p.k, is_bf16, kv_rows, p.seq_len_k, p.n_head_kv, p.batch, &m->k, &m->kv_seq_major) &&
+           !make_map(NULL, &m->v, p.v.p, is_bf16, D, kv_rows, p.seq_len_k, p.n_head_kv, p.batch, p.v.ss, p.v.sh,
+                     p.v.sb, m->kv_seq_major) &&
            (dq ? view_map<D>(p.dq, is_bf16, 64, p.seq_len_q, p.n_head, p.batch, &m->out0, &m->out0_seq_major)
                : view_map<D>(p.dk, is_bf16, 64, p.seq_len_k, p.n_head_kv, p.batch, &m->out0, &m->out0_seq_major) &&
                      view_map<D>(p.dv, is_bf16, 64, p.seq_len_k, p.n_head_kv, p.batch, &m->out1,
@@ -1211,7 +1248,8 @@ cudaError_t sm_count(int *n)
 }
 
 cudaError_t launch_kernel(void (*kernel)(bwd_params, bwd_maps), int threads, int smem, unsigned long long *attr_done,
-                          int64_t items, const bwd_params &p, const bwd_maps &m, bool early, cudaStream_t stream)
+                          int64_t items, int pipes, const bwd_params &p, const bwd_maps &m, bool early,
+                          cudaStream_t stream)
 {
     int device = 0, n_sm = 0;
     cudaError_t e = cudaGetDevice(&device);
@@ -1230,7 +1268,7 @@ cudaError_t launch_kernel(void (*kernel)(bwd_params, bwd_maps), int threads, int
     cudaLaunchAttribute attr;
     attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr.val.programmaticStreamSerializationAllowed = 1;
-    cfg.gridDim = dim3((unsigned)fm_cuda_persistent_ctas(items, n_sm));
+    cfg.gridDim = dim3((unsigned)fm_cuda_persistent_ctas((items + pipes - 1) / pipes, n_sm));
     cfg.blockDim = dim3((unsigned)threads);
     cfg.dynamicSmemBytes = (size_t)smem;
     cfg.stream = stream;
@@ -1247,31 +1285,33 @@ int n_dq_items(const bwd_params &p)
 template <typename T, int D> cudaError_t launch(const bwd_params &p, cudaStream_t stream)
 {
     static unsigned long long attr_done = 0;
+    constexpr int KB = main_block<D>();
     bwd_maps m;
-    if (!make_maps<D>(p, fm_is_bf16<T>::value, BM, false, &m))
+    if (!make_maps<D>(p, fm_is_bf16<T>::value, BM, KB, false, &m))
         return cudaErrorInvalidValue;
     /* the plan of both kernels' schedules, from the main kernel's summaries and the dQ pass's ranges */
-    const int n_dq = n_dq_items(p), n_plan = (p.seq_len_k + BN - 1) / BN * p.n_head_kv * p.batch + n_dq;
+    const int n_main = (p.seq_len_k + KB - 1) / KB * p.n_head_kv * p.batch, n_dq = n_dq_items(p);
+    const int n_plan = n_main + n_dq;
     if (n_plan > 0) {
-        plan_weigh_kernel<<<(n_plan + 255) / 256, 256, 0, stream>>>(p, n_dq);
+        plan_weigh_kernel<<<(n_plan + 255) / 256, 256, 0, stream>>>(p, n_dq, KB);
         const int serial = p.sched[0].forced;
-        plan_list_kernel<<<serial ? 1 : (n_plan + 255) / 256, serial ? 1 : 256, 0, stream>>>(p, n_dq, serial);
+        plan_list_kernel<<<serial ? 1 : (n_plan + 255) / 256, serial ? 1 : 256, 0, stream>>>(p, n_dq, serial, KB);
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess)
             return e;
     }
-    return launch_kernel(bwd_sm90_kernel<T, D>, WS_THREADS, ws_smem_bytes<D>(), &attr_done,
-                         (int64_t)((p.seq_len_k + BN - 1) / BN) * p.n_head_kv * p.batch, p, m, false, stream);
+    return launch_kernel(bwd_sm90_kernel<T, D>, WS_THREADS, ws_smem_bytes<D>(), &attr_done, n_main, main_pipes<D>(),
+                         p, m, false, stream);
 }
 
 template <typename T, int D> cudaError_t launch_dq(const bwd_params &p, cudaStream_t stream)
 {
     static unsigned long long attr_done = 0;
     bwd_maps m;
-    if (!make_maps<D>(p, fm_is_bf16<T>::value, QB, true, &m))
+    if (!make_maps<D>(p, fm_is_bf16<T>::value, QB, BN, true, &m))
         return cudaErrorInvalidValue;
-    cudaError_t e = launch_kernel(bwd_dq_sm90_kernel<T, D>, WS_THREADS, dq_smem_bytes<D>(), &attr_done, n_dq_items(p), p, m,
-                                  true, stream);
+    cudaError_t e = launch_kernel(bwd_dq_sm90_kernel<T, D>, WS_THREADS, dq_smem_bytes<D>(), &attr_done, n_dq_items(p), 1,
+                                  p, m, true, stream);
     if (e != cudaSuccess)
         return e;
     bwd_sum_kernel<T, D><<<dim3((unsigned)max(p.sched[0].list_cap, p.sched[1].list_cap), 2), NTHREADS, 0, stream>>>(p);
@@ -1291,6 +1331,11 @@ int fm_bwd_sm90_applies(int head_dim)
     return (head_dim == 64 || head_dim == 128) && fm_sm90::device_ok();
 }
 
+int fm_bwd_sm90_block_k(int head_dim)
+{
+    return head_dim == 64 ? main_block<64>() : main_block<128>();
+}
+
 cudaError_t fm_bwd_sm90(const bwd_params &p, int head_dim, int is_bf16, cudaStream_t stream)
 {
     if (p.dq_acc) /* this kernel computes no dQ: the caller takes the split path */
@@ -1308,11 +1353,13 @@ cudaError_t fm_bwd_sm90_sched(bwd_params *p, int head_dim, void *mem, size_t *by
         return e;
     const char *force = getenv("FAMASK_BWD_CHUNK");
     const int forced = force && atoi(force) > 0 ? atoi(force) : 0;
-    const int n[2] = {(p->seq_len_k + BN - 1) / BN * p->n_head_kv * p->batch, n_dq_items(*p)};
+    const int kblk = fm_bwd_sm90_block_k(head_dim), pipes = head_dim == 64 ? main_pipes<64>() : main_pipes<128>();
+    const int n[2] = {(p->seq_len_k + kblk - 1) / kblk * p->n_head_kv * p->batch, n_dq_items(*p)};
     size_t at = 0;
     for (int k = 0; k < 2; k++) {
         bwd_sched &s = p->sched[k];
-        s.n_ctas = fm_cuda_persistent_ctas(n[k], n_sm);
+        const int np = k ? 1 : pipes;
+        s.n_ctas = np * fm_cuda_persistent_ctas((n[k] + np - 1) / np, n_sm);
         s.list_cap = 4 * s.n_ctas + 32;
         s.slot_cap = 2 * s.n_ctas + 16; /* enough for every item (see list_item) */
         s.nv = k ? head_dim / 2 : head_dim;

@@ -1017,8 +1017,11 @@ extern "C" famask_status fm_cuda_bwd_perm(famask_ctx *ctx, famask_mask *mask, co
     p.scale = a->softmax_scale != 0.f ? a->softmax_scale : 1.f / sqrtf((float)D);
     p.scale_log2 = p.scale * FM_LOG2E;
 
-    if ((st = fm_cuda_mask_device(ctx, mask, D == 256 ? 64 : 128, a->stream, &bounds, &sum_main)) !=
-        FAMASK_STATUS_OK)
+    if ((st = fm_cuda_mask_device(ctx, mask,
+                                  (D == 64 || D == 128) && fm_bwd_sm90_applies(D) ? fm_bwd_sm90_block_k(D)
+                                  : D == 256                                      ? 64
+                                                                                  : 128,
+                                  a->stream, &bounds, &sum_main)) != FAMASK_STATUS_OK)
         goto fail;
     /* The Hopper kernels always take the split path (main kernel without dQ, then the query-parallel dQ pass):
      * it measured as fast as dQ by atomics or faster (H200, 8K, D 128: full 13.73 against 13.69 ms, document

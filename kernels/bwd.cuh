@@ -53,7 +53,7 @@ struct bwd_sched {
     int tier_base[N_TIERS], tier_cap[N_TIERS], n_tail;
     int list_cap, slot_cap, nv; /* nv: values per thread in a slot */
     int chunk, forced; /* the least chunk length in tiles; forced: the only one (FAMASK_BWD_CHUNK, for tests) */
-    int n_ctas;        /* CTAs of the kernel */
+    int n_ctas;        /* the kernel's pipelines: its CTAs times the pipelines of a CTA (one in the dQ pass) */
 };
 
 struct bwd_params {
@@ -146,9 +146,10 @@ __device__ __forceinline__ void add2(float *dst, float a, float b)
 } /* namespace fm_bwd */
 
 /* The Hopper main kernel (kernels/bwd-sm90.cu) in place of the portable one: whether it serves head_dim on the
- * device in use (FAMASK_CUDA_BWD=sm80 in the environment forces the portable kernel), and its launch, with the
- * summaries of key blocks of 128 in p. */
+ * device in use (FAMASK_CUDA_BWD=sm80 in the environment forces the portable kernel), the keys of its work items
+ * (fm_bwd_sm90_block_k), and its launch, with the summaries of key blocks of that many keys in p. */
 int fm_bwd_sm90_applies(int head_dim);
+int fm_bwd_sm90_block_k(int head_dim);
 cudaError_t fm_bwd_sm90(const fm_bwd::bwd_params &p, int head_dim, int is_bf16, cudaStream_t stream);
 /* The Hopper kernels' schedules for head dim D (p->counters set): the workspace they take in *bytes, and, where
  * mem is not NULL, their arrays in it (16-byte aligned). FAMASK_BWD_CHUNK=n in the environment cuts every item
