@@ -7,10 +7,11 @@
  * faster.
  *
  * Both kernels are persistent and warp-specialised: one CTA of three warpgroups per multiprocessor. The first warp of
- * warpgroup 0 is the producer (the first two in the main kernel at head dim 64, one for each consumer warpgroup): it takes work items from a counter, walks their live tiles and issues every load (TMA,
- * bulk copies) into shared-memory stages guarded by full and empty mbarriers, running ahead of the consumers by up to
- * two stages (three for the main kernel's Q and dO at head dim 64). Warpgroups 1 and 2 consume (setmaxnreg: 224
- * registers each, the producer's warpgroup 56): they wait for full stages, compute, and free them; no barrier spans the
+ * warpgroup 0 is the producer (the first two in the main kernel at head dim 64, one for each consumer warpgroup): it
+ * takes work items from a counter, walks their live tiles and issues every load (TMA, bulk copies) into
+ * shared-memory stages guarded by full and empty mbarriers, running ahead of the consumers by up to two stages (four
+ * for the main kernel's Q and dO at head dim 64). Warpgroups 1 and 2 consume (setmaxnreg: 224 registers each, the
+ * producer's warpgroup 56): they wait for full stages, compute, and free them; no barrier spans the
  * CTA after the start. Their outputs leave by TMA store from shared memory that the item's last products have freed.
  * The dQ pass is a programmatic dependent launch of the main kernel: it reads only the preprocess's L and Dd, so its
  * CTAs start on the multiprocessors the main kernel's CTAs leave while the others finish their last key blocks, and it
@@ -22,7 +23,7 @@
  * tiles live for its own keys, and ends its items at its own times. K and V of the block come in once by TMA (two
  * stages: the next item's block loads while this one finishes); the producer walks the live query tiles of 64 rows
  * of every query head of its GQA group
- * (fm_bwd::next_query_tile), Q and dO by TMA into two stages (three at head dim 64), L, Dd and (for partial tiles) the
+ * (fm_bwd::next_query_tile), Q and dO by TMA into two stages (four at head dim 64), L, Dd and (for partial tiles) the
  * keys' bounds by bulk copy. Per tile, each consumer warpgroup computes on the tensor cores
  *     S^T = K Q^T, dP^T = V dO^T   (m64n64, both operands from shared memory, K-major),
  * then in registers P^T = exp2(S^T scale log2(e) - L), dS^T = P^T (dP^T - Dd), zero where masked, and
@@ -411,12 +412,13 @@ struct ws_tile_info {
     int q0, cls, last, pad;
 };
 
-/* Stages of Q and dO, each with its L, Dd, keys' bounds and tile description: three where shared memory has room
- * (head dim 64; at 128 a third would need 233 KB), so that the producer runs two tiles ahead (bench/RESULTS.md,
- * session 10). */
+/* A pipeline's stages of Q and dO, each with its L, Dd, keys' bounds and tile description: at head dim 128 two
+ * (a third would need 233 KB); at 64 four, so that each pipeline's producer runs three tiles ahead (two pipelines
+ * of four stages take 207 KB; four against three took 1.5-2% off the main kernel on every family, H200,
+ * bench/RESULTS.md session 15). */
 template <int D> constexpr int ws_q_stages()
 {
-    return D == 64 ? 3 : 2;
+    return D == 64 ? 4 : 2;
 }
 
 /* Pipelines per CTA: a producer warp and the consumer warpgroups it feeds, with shared memory of their own. At head
