@@ -425,7 +425,7 @@ template <int D> constexpr int ws_q_stages()
  * dim 64 each consumer warpgroup is a pipeline of its own, with work items of 64 keys (main_block): it walks only
  * the query tiles live for its own keys, and reaches its items' ends at its own times, so one warpgroup's outputs
  * overlap the other's products. At 128 the two warpgroups share items of 128 keys and every Q and dO tile: two
- * pipelines would not fit in shared memory, and reading each tile twice costs 4-11% there (bench/RESULTS.md,
+ * pipelines would not fit in shared memory, and reading each tile twice costs 3.5-12% there (bench/RESULTS.md,
  * session 15). */
 template <int D> constexpr int main_pipes()
 {
