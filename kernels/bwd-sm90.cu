@@ -22,9 +22,9 @@
  * consumer warpgroup each with shared memory of their own, and a block has 64 keys: each warpgroup walks only the
  * tiles live for its own keys, and ends its items at its own times. K and V of the block come in once by TMA (two
  * stages: the next item's block loads while this one finishes); the producer walks the live query tiles of 64 rows
- * of every query head of its GQA group
- * (fm_bwd::next_query_tile), Q and dO by TMA into two stages (four at head dim 64), L, Dd and (for partial tiles) the
- * keys' bounds by bulk copy. Per tile, each consumer warpgroup computes on the tensor cores
+ * of every query head of its GQA group (fm_bwd::next_query_tile), Q and dO by TMA into two stages (four at head dim
+ * 64), L, Dd and (for partial tiles) the keys' bounds by bulk copy. Per tile, each consumer warpgroup computes on
+ * the tensor cores
  *     S^T = K Q^T, dP^T = V dO^T   (m64n64, both operands from shared memory, K-major),
  * then in registers P^T = exp2(S^T scale log2(e) - L), dS^T = P^T (dP^T - Dd), zero where masked, and
  *     dV += P^T dO, dK += dS^T Q   (m64nD, A from registers, B from shared memory MN-major).

@@ -1017,16 +1017,15 @@ extern "C" famask_status fm_cuda_bwd_perm(famask_ctx *ctx, famask_mask *mask, co
     p.scale = a->softmax_scale != 0.f ? a->softmax_scale : 1.f / sqrtf((float)D);
     p.scale_log2 = p.scale * FM_LOG2E;
 
-    if ((st = fm_cuda_mask_device(ctx, mask,
-                                  (D == 64 || D == 128) && fm_bwd_sm90_applies(D) ? fm_bwd_sm90_block_k(D)
-                                  : D == 256                                      ? 64
-                                                                                  : 128,
-                                  a->stream, &bounds, &sum_main)) != FAMASK_STATUS_OK)
+    const bool sm90 = (D == 64 || D == 128) && fm_bwd_sm90_applies(D); /* the Hopper kernels serve this call */
+    /* the main kernel's key blocks: the Hopper kernel's items, else the portable kernel's blocks */
+    if ((st = fm_cuda_mask_device(ctx, mask, sm90 ? fm_bwd_sm90_block_k(D) : D == 256 ? 64 : 128, a->stream, &bounds,
+                                  &sum_main)) != FAMASK_STATUS_OK)
         goto fail;
     /* The Hopper kernels always take the split path (main kernel without dQ, then the query-parallel dQ pass):
      * it measured as fast as dQ by atomics or faster (H200, 8K, D 128: full 13.73 against 13.69 ms, document
      * 2.18 against 2.40), and it is deterministic. */
-    split = a->deterministic || ((D == 64 || D == 128) && fm_bwd_sm90_applies(D));
+    split = a->deterministic || sm90;
     if (split &&
         (st = fm_cuda_mask_device(ctx, mask, D == 256 ? 64 : 128, a->stream, NULL, &sum_dq)) != FAMASK_STATUS_OK)
         goto fail;
@@ -1037,17 +1036,15 @@ extern "C" famask_status fm_cuda_bwd_perm(famask_ctx *ctx, famask_mask *mask, co
         st = fm_error(ctx, FAMASK_STATUS_INTERNAL, "a key order for the portable backward (head_dim %d)", D);
         goto fail;
     }
-    if ((D == 64 || D == 128) && fm_bwd_sm90_applies(D) &&
-        (st = fm_cuda_mask_ranges(ctx, mask, FM_SM90_BLOCK_Q, FM_SM90_BLOCK_K, a->stream, &p.ranges)) !=
+    if (sm90 && (st = fm_cuda_mask_ranges(ctx, mask, FM_SM90_BLOCK_Q, FM_SM90_BLOCK_K, a->stream, &p.ranges)) !=
             FAMASK_STATUS_OK)
         goto fail;
-    if (!((D == 64 || D == 128) && fm_bwd_sm90_applies(D)) &&
+    if (!sm90 &&
         (st = fm_cuda_check_smem(ctx, portable_smem(D, split), "backward", D)) != FAMASK_STATUS_OK)
         goto fail;
     {
         const size_t rows = (size_t)a->batch * a->n_head * p.seq_pad;
         const size_t floats = 2 * rows + (split ? 0 : rows * D) + N_COUNTERS; /* + the Hopper kernels' counters */
-        const bool sm90 = (D == 64 || D == 128) && fm_bwd_sm90_applies(D);
         size_t sched = 0; /* bytes of the Hopper kernels' schedules, after the floats */
         memset(p.sched, 0, sizeof p.sched);
         p.counters = NULL;
