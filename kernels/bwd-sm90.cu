@@ -39,11 +39,12 @@
  *     dQ += dS K (m64nD, dS from registers, K MN-major),
  * then dQ times the scale to the output.
  * Schedule: before the two kernels a plan (plan_weigh_kernel, plan_list_kernel) weighs every work item of each
- * (its walk's length from the summaries or the ranges) and lists first those longer than half a CTA's share of
- * the kernel's total; those longer than a share are listed as chunks (a range of the walk each) that leave fp32
- * partial sums, which bwd_sum_kernel adds in chunk order after the dQ pass. A global token's key block at 128K
- * walks 3x a CTA's share: unlisted, it started last and set the kernel's time. The other items follow in order,
- * the last few waves of them in tiers of halving length (bwd_sched), so that the CTAs end together.
+ * (its walk's length from the summaries or the ranges) and lists first those longer than half a pipeline's share
+ * of the kernel's total (a pipeline: a CTA, or half of one in the main kernel at head dim 64); those longer than a
+ * share are listed as chunks (a range of the walk each) that leave fp32 partial sums, which bwd_sum_kernel adds in
+ * chunk order after the dQ pass. A global token's key block at 128K walks 3x a CTA's share: unlisted, it started
+ * last and set the kernel's time. The other items follow in order, the last few waves of them in tiers of halving
+ * length (bwd_sched), so that the pipelines end together.
  * Layouts, descriptors and the wgmma and TMA wrappers: kernels/sm90.cuh.
  */
 #include "bwd.cuh"
@@ -62,7 +63,7 @@ namespace
 using namespace fm_bwd;
 using namespace fm_sm90;
 
-constexpr int BN = FM_SM90_BLOCK_K; /* keys per work item of the main kernel, per block of the dQ pass */
+constexpr int BN = FM_SM90_BLOCK_K; /* keys per block of the dQ pass, and per main-kernel CTA's items (main_block) */
 constexpr int BM = BR;  /* query rows per tile (64) */
 
 /* Tensor maps: the inputs Q, dO (boxes of the kernel's query rows), K and V (boxes of BN rows); the outputs
@@ -249,8 +250,8 @@ __device__ void place_item(const bwd_sched &s, int item, int n, int w, int share
     s.order[s.tier_base[t] + at] = item;
 }
 
-/* Plan, second step, for item x of both kernels (the main kernel's first): an item longer than half a CTA's share
- * of its kernel's total goes into the list, in chunks of at most that share (each with a partial-sum slot) when
+/* Plan, second step, for item x of both kernels (the main kernel's first): an item longer than half a pipeline's
+ * share of its kernel's total goes into the list, in chunks of at most that share (each with a partial-sum slot) when
  * longer than it; one of the last n_tail items into its tier (place_item). Slots, list entries and places in a
  * tier are taken by atomics, so the order varies from run to run; the sums do not, since an item's chunks are
  * added in chunk order, as long as every item gets what it asks for. fm_bwd_sm90_sched sizes the slots, the list
