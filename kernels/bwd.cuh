@@ -29,8 +29,9 @@ struct tensor_view {
  * adds them up in chunk order. The other items follow in their own order (kv_item_at, q_item_at), but for the
  * last n_tail (a few waves of pipelines): these come last, in N_TIERS tiers, longest first, so that no long walk
  * starts late and runs on alone at the end. Tier t < N_TIERS - 1 holds the walks of more than share / 2^(t+2)
- * tiles (and at most share / 2^(t+1)), the last tier the rest. (Tiers for every item cost 3-8% on most masks: the items that run together
- * then come from many heads and no longer share their Q and dO, or K and V, in L2; bench/RESULTS.md.) */
+ * tiles (and at most share / 2^(t+1)), the last tier the rest. (Tiers for every item cost 3-8% on most masks:
+ * the items that run together then come from many heads and no longer share their Q and dO, or K and V, in L2;
+ * bench/RESULTS.md.) */
 constexpr int TAIL_WAVES = 4; /* n_tail: this many items per pipeline */
 constexpr int N_TIERS = 7;
 constexpr int SCHED_COUNTS = 3 + N_TIERS; /* a schedule's counts: list entries, slots, total weight, tiers' fill */
