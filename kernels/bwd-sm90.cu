@@ -15,7 +15,9 @@
  * CTA after the start. Their outputs leave by TMA store from shared memory that the item's last products have freed.
  * The dQ pass is a programmatic dependent launch of the main kernel: it reads only the preprocess's L and Dd, so its
  * CTAs start on the multiprocessors the main kernel's CTAs leave while the others finish their last key blocks, and it
- * waits for the main kernel only before it ends.
+ * waits for the main kernel only before it ends. The plan's two kernels, the main kernel and bwd_sum_kernel are
+ * programmatic dependents too, each waiting for the one ahead before it reads its output (pdl_launch): that hides
+ * the launches between them (about 5 us of idle device per backward).
  *
  * Main kernel (dK, dV): a work item is a (key block, kv head, batch). At head dim 128 the block has 128 keys and
  * consumer warpgroup w owns keys 64w..64w+63; at 64 the CTA runs two pipelines (main_pipes), a producer warp and a
@@ -222,6 +224,9 @@ __global__ void __launch_bounds__(256) plan_weigh_kernel(const bwd_params p, int
         p.sched[0].weight[x] = w[0] = main_span(p, x, kblk).count;
     else if (x - n_main < n_dq)
         p.sched[1].weight[x - n_main] = w[1] = dq_span(p, x - n_main).count;
+    /* a programmatic dependent of the preprocess, which zeroes the counters */
+    fm_pdl_wait();
+    fm_pdl_trigger();
     for (int k = 0; k < 2; k++) {
         const int sum = __reduce_add_sync(0xffffffffu, w[k]);
         if (threadIdx.x % 32 == 0 && sum)
@@ -307,6 +312,8 @@ __device__ void list_item(const bwd_params &p, int n_dq, int x, int kblk)
 __global__ void __launch_bounds__(256) plan_list_kernel(const bwd_params p, int n_dq, int serial, int kblk)
 {
     const int n_plan = n_main_items(p, kblk) + n_dq;
+    fm_pdl_wait();
+    fm_pdl_trigger();
     if (serial) {
         for (int x = 0; x < n_plan; x++)
             list_item(p, n_dq, x, kblk);
@@ -834,9 +841,11 @@ template <typename T, int D>
 __global__ void __launch_bounds__(WS_THREADS, 1) bwd_sm90_kernel(const bwd_params p, const __grid_constant__ bwd_maps m)
 {
 #ifdef FM_SM90_BODY
-    /* The dQ pass, launched next as this grid's programmatic dependent, needs nothing from it: it may start at
-     * once, its CTAs taking the multiprocessors this grid's CTAs leave. */
-    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+    /* A programmatic dependent of the plan (or of the preprocess, without one): both have completed after the
+     * wait. The dQ pass, launched next as this grid's programmatic dependent, needs nothing from it: it may start
+     * then, its CTAs taking the multiprocessors this grid's CTAs leave. */
+    fm_pdl_wait();
+    fm_pdl_trigger();
     const int n_list = min(p.sched[0].count[0], p.sched[0].list_cap);
     if (n_list > 0)
         bwd_sm90_ws_body<T, D, true>(p, m, n_list);
@@ -1185,6 +1194,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
  * chunk. */
 template <typename T, int D> __global__ void __launch_bounds__(NTHREADS) bwd_sum_kernel(const bwd_params p)
 {
+    fm_pdl_wait(); /* a programmatic dependent of the dQ pass */
     const int k = blockIdx.y;
     const bwd_sched &s = p.sched[k];
     if ((int)blockIdx.x >= min(s.count[0], s.list_cap))
@@ -1230,9 +1240,6 @@ template <int D> bool make_maps(const bwd_params &p, int is_bf16, int q_rows, in
                                  &m->out1_seq_major));
 }
 
-/* One launch of either kernel: min(items, multiprocessors) persistent CTAs; the shared-memory opt-in and the
- * multiprocessor count once per device (*attr_done: a bit per device). early: a programmatic dependent launch,
- * which may start before the kernel ahead of it in the stream has finished (see the dQ pass). */
 /* The multiprocessor count of the device in use, asked once per device. */
 cudaError_t sm_count(int *n)
 {
@@ -1250,9 +1257,30 @@ cudaError_t sm_count(int *n)
     return cudaSuccess;
 }
 
+/* A launch as the programmatic dependent of the kernel ahead of it in the stream, which lets its CTAs start before
+ * that one ends: the kernel calls fm_pdl_wait before it reads what that one (or any kernel before it) wrote, and
+ * fm_pdl_trigger only after it, so that its own dependent's start implies the same (the dQ pass reads L and Dd
+ * without a wait of its own). */
+template <typename... Params, typename... Args>
+cudaError_t pdl_launch(void (*kernel)(Params...), dim3 grid, int threads, int smem, cudaStream_t stream, Args... args)
+{
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3((unsigned)threads);
+    cfg.dynamicSmemBytes = (size_t)smem;
+    cfg.stream = stream;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
+/* One launch of either kernel (pdl_launch): min(items, multiprocessors) persistent CTAs; the shared-memory opt-in
+ * and the multiprocessor count once per device (*attr_done: a bit per device). */
 cudaError_t launch_kernel(void (*kernel)(bwd_params, bwd_maps), int threads, int smem, unsigned long long *attr_done,
-                          int64_t items, int pipes, const bwd_params &p, const bwd_maps &m, bool early,
-                          cudaStream_t stream)
+                          int64_t items, int pipes, const bwd_params &p, const bwd_maps &m, cudaStream_t stream)
 {
     int device = 0, n_sm = 0;
     cudaError_t e = cudaGetDevice(&device);
@@ -1267,17 +1295,8 @@ cudaError_t launch_kernel(void (*kernel)(bwd_params, bwd_maps), int threads, int
     }
     if (items <= 0)
         return cudaSuccess;
-    cudaLaunchConfig_t cfg = {};
-    cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr.val.programmaticStreamSerializationAllowed = 1;
-    cfg.gridDim = dim3((unsigned)fm_cuda_persistent_ctas((items + pipes - 1) / pipes, n_sm));
-    cfg.blockDim = dim3((unsigned)threads);
-    cfg.dynamicSmemBytes = (size_t)smem;
-    cfg.stream = stream;
-    cfg.attrs = &attr;
-    cfg.numAttrs = early ? 1 : 0;
-    return cudaLaunchKernelEx(&cfg, kernel, p, m);
+    return pdl_launch(kernel, dim3((unsigned)fm_cuda_persistent_ctas((items + pipes - 1) / pipes, n_sm)), threads,
+                      smem, stream, p, m);
 }
 
 int n_dq_items(const bwd_params &p)
@@ -1296,15 +1315,15 @@ template <typename T, int D> cudaError_t launch(const bwd_params &p, cudaStream_
     const int n_main = (p.seq_len_k + KB - 1) / KB * p.n_head_kv * p.batch, n_dq = n_dq_items(p);
     const int n_plan = n_main + n_dq;
     if (n_plan > 0) {
-        plan_weigh_kernel<<<(n_plan + 255) / 256, 256, 0, stream>>>(p, n_dq, KB);
         const int serial = p.sched[0].forced;
-        plan_list_kernel<<<serial ? 1 : (n_plan + 255) / 256, serial ? 1 : 256, 0, stream>>>(p, n_dq, serial, KB);
-        cudaError_t e = cudaGetLastError();
-        if (e != cudaSuccess)
+        const dim3 grid((unsigned)(n_plan + 255) / 256);
+        cudaError_t e = pdl_launch(plan_weigh_kernel, grid, 256, 0, stream, p, n_dq, KB);
+        if (e != cudaSuccess || (e = pdl_launch(plan_list_kernel, serial ? dim3(1) : grid, serial ? 1 : 256, 0, stream,
+                                                p, n_dq, serial, KB)) != cudaSuccess)
             return e;
     }
     return launch_kernel(bwd_sm90_kernel<T, D>, WS_THREADS, ws_smem_bytes<D>(), &attr_done, n_main, main_pipes<D>(),
-                         p, m, false, stream);
+                         p, m, stream);
 }
 
 template <typename T, int D> cudaError_t launch_dq(const bwd_params &p, cudaStream_t stream)
@@ -1314,11 +1333,11 @@ template <typename T, int D> cudaError_t launch_dq(const bwd_params &p, cudaStre
     if (!make_maps<D>(p, fm_is_bf16<T>::value, QB, BN, true, &m))
         return cudaErrorInvalidValue;
     cudaError_t e = launch_kernel(bwd_dq_sm90_kernel<T, D>, WS_THREADS, dq_smem_bytes<D>(), &attr_done, n_dq_items(p), 1,
-                                  p, m, true, stream);
+                                  p, m, stream);
     if (e != cudaSuccess)
         return e;
-    bwd_sum_kernel<T, D><<<dim3((unsigned)max(p.sched[0].list_cap, p.sched[1].list_cap), 2), NTHREADS, 0, stream>>>(p);
-    e = cudaGetLastError();
+    e = pdl_launch(bwd_sum_kernel<T, D>, dim3((unsigned)max(p.sched[0].list_cap, p.sched[1].list_cap), 2), NTHREADS, 0,
+                   stream, p);
     if (e == cudaSuccess)
         fm_trace::dump(stream);
     return e;

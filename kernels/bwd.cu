@@ -100,6 +100,7 @@ template <typename T> __global__ void __launch_bounds__(NTHREADS) bwd_pre_kernel
 {
     const int sub = threadIdx.x % lpr, d = 8 * sub, half = NTHREADS / lpr;
     const int i0 = blockIdx.x * 2 * half + threadIdx.x / lpr; /* rows i0 and i0 + half; seq_pad is a multiple */
+    fm_pdl_trigger(); /* the Hopper path's plan may start: it waits for this grid before it uses the counters */
     if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x < N_COUNTERS && p.counters)
         p.counters[threadIdx.x] = 0;
     for (int bh = blockIdx.y; bh < p.batch * p.n_head; bh += gridDim.y) {

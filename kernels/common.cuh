@@ -171,6 +171,26 @@ FM_DEV float fm_log2(float x)
     return y;
 }
 
+/* ---- programmatic dependent launch (sm_90 and later; nothing before) ------------------------------------------ */
+
+/* Wait until the grids this one depends on have completed, their writes visible. A kernel launched as a programmatic
+ * dependent may start before the kernel ahead of it ends, so it calls this before it reads what that one wrote. */
+FM_DEV void fm_pdl_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+/* Let this grid's programmatic dependent start (once every CTA has called this or ended). Called after
+ * fm_pdl_wait, so that a dependent's start implies that everything before this grid has completed. */
+FM_DEV void fm_pdl_trigger()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
 /* ---- element masks --------------------------------------------------------------------------------------- */
 
 /* Bits [0, n) set, n clamped to [0, 32] (one funnel shift). */
