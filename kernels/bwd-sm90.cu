@@ -862,7 +862,10 @@ __global__ void __launch_bounds__(WS_THREADS, 1) bwd_sm90_kernel(const bwd_param
  * bounds). Consumer warpgroup c owns rows 64c..64c+63 of the tile. An item's first K and V go out before its Q
  * and dO, which wait until both consumer warpgroups have read the item before's last S and dP products: they
  * land during its last dQ product and epilogue. L and Dd have two stages, since the last block's dS still reads
- * the item before's. */
+ * the item before's. At head dim 128 a warpgroup skips the half of a partial block's keys that none of its rows
+ * sees (m64n64 products over the other half, or none): with the ping-pong its products and the other
+ * warpgroup's take turns on the tensor cores, so what one skips the other gains (2-4% off the dQ pass on the
+ * masked families, H200; at 64 it was slower, bench/RESULTS.md, session 17). */
 struct ws_q_info {
     int r0, h, b, e; /* r0 < 0: no more items; e: as q_item::e */
 };
@@ -881,7 +884,6 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
 {
     using dt = fm_dtype<T>;
     constexpr int TQ = QB * D * 2, TK = BN * D * 2;
-    constexpr int NS = BN / 8;
 
     extern __shared__ unsigned char smem_raw[];
     uint32_t base = (fm_smem_addr(smem_raw) + 1023u) & ~1023u;
@@ -1060,80 +1062,135 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
             const int c0 = bi.q0 * BN;
             last = bi.last;
             const uint32_t kst = sK + st * TK;
-            float s[BN / 2], dp[BN / 2];
-            pp_turn<D>(cw);
-            wg_fence();
-            wg_gemm_kk<T, D, BN>(s, q_wg, QB, kst, BN);
-            wg_gemm_kk<T, D, BN>(dp, do_wg, QB, sV + st * TK, BN);
-            wg_commit();
-            pp_pass<D>(cw);
-            if (pending >= 0) {
-                /* the item before's dQ store has read its V stage: the producer may load into it */
-                bulk_wait_read<0>();
-                mbar_arrive(kv_empty + 8 * pending);
-                pending = -1;
-            }
             const bool masked_tile = bi.cls == FM_TILE_PARTIAL || c0 + BN > p.seq_len_k;
-            FM_TRACE_AT(tr, ctid % 128 == 0 && masked_tile, 16);
-            if (masked_tile) {
-                /* this warpgroup's words of the row masks of key ctid % 128 (words 2 cw, 2 cw + 1: its 64 rows) */
+            /* this warpgroup's words of the row masks of key ctid % 128 (words 2 cw, 2 cw + 1: its 64 rows); rows
+             * past seq_len_q are not marked (their dQ is never stored) */
+            auto mask_words = [&](uint32_t &w0, uint32_t &w1) {
                 const int key = ctid % 128;
-                uint32_t w0 = ~0u, w1 = ~0u;
+                w0 = w1 = ~0u;
                 if (c0 + key < p.seq_len_k) {
                     const int4 v = fBd[st * BN + key];
                     w0 = fm_masked_rows32(v, it.r0 + 64 * cw);
                     w1 = fm_masked_rows32(v, it.r0 + 64 * cw + 32);
                 }
                 *reinterpret_cast<uint2 *>(fBits + (st * BN + key) * 4 + 2 * cw) = make_uint2(w0, w1);
-                asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");
+            };
+            /* At head dim 128, bit x of live: keys c0 + 64 x .. + 63 have a visible pair in this warpgroup's rows.
+             * The products then skip a half that has none. The words come first, before this warpgroup's turn
+             * (during the other one's products); the barrier that publishes them also counts the halves. At 64
+             * (no ping-pong, where the words' latency would delay the products) every block takes both halves. */
+            int live = 3;
+            if (D == 128 && masked_tile) {
+                uint32_t w0, w1;
+                mask_words(w0, w1);
+                const int ra = it.r0 + 64 * cw, key = ctid % 128;
+                const bool seen = ((w0 | ~fm_bits_below(p.seq_len_q - ra)) &
+                                   (w1 | ~fm_bits_below(p.seq_len_q - ra - 32))) != ~0u;
+                uint32_t any0, any1;
+                asm volatile("{\n.reg .pred p, q;\nsetp.ne.b32 p, %1, 0;\nbar.red.or.pred q, %2, 128, p;\n"
+                             "selp.b32 %0, 1, 0, q;\n}\n"
+                             : "=r"(any0)
+                             : "r"((int)(seen && key < 64)), "r"(1 + cw)
+                             : "memory");
+                asm volatile("{\n.reg .pred p, q;\nsetp.ne.b32 p, %1, 0;\nbar.red.or.pred q, %2, 128, p;\n"
+                             "selp.b32 %0, 1, 0, q;\n}\n"
+                             : "=r"(any1)
+                             : "r"((int)(seen && key >= 64)), "r"(1 + cw)
+                             : "memory");
+                live = __shfl_sync(0xffffffffu, (int)(any0 | any1 << 1), 0); /* warp-uniform to the compiler */
             }
-            wg_wait<0>();
-            FM_TRACE_AT(tr, ctid % 128 == 0, 4);
-            if (last) {
-                /* S and dP have read Q and dO: the producer may load the next item's */
-                __syncwarp();
-                if (lane == 0)
-                    mbar_arrive(q_empty);
-            }
-
-            /* dS = P (dP - Dd); element 4 n + 2 hh + e is row rl + 8 hh, key c0 + 8 n + 2 t + e. Masked elements
-             * (partial blocks, the ragged last block) get a scaled score of -inf before the exp2: word rl / 32 of
-             * a key's row masks, shifted by rl % 32, has row rl in bit 0 and row rl + 8 in bit 8. */
-            const uint32_t *kbits = fBits + st * BN * 4 + rl / 32;
-            auto grads = [&](auto with_mask) {
-#pragma unroll
-                for (int hh = 0; hh < 2; hh++) {
-                    const float L = fL[rl + 8 * hh], Dd = fD[rl + 8 * hh];
-#pragma unroll
-                    for (int n = 0; n < NS; n++)
-#pragma unroll
-                        for (int e = 0; e < 2; e++) {
-                            const int i = 4 * n + 2 * hh + e;
-                            float x = s[i] * p.scale_log2 - L;
-                            if (decltype(with_mask)::value &&
-                                (kbits[4 * (8 * n + 2 * t + e)] >> (rl % 32 + 8 * hh) & 1u))
-                                x = -INFINITY;
-                            dp[i] = fm_exp2(x) * (dp[i] - Dd);
-                        }
+            auto release_pending = [&]() {
+                if (pending >= 0) {
+                    /* the item before's dQ store has read its V stage: the producer may load into it */
+                    bulk_wait_read<0>();
+                    mbar_arrive(kv_empty + 8 * pending);
+                    pending = -1;
                 }
             };
-            if (masked_tile)
-                grads(std::true_type());
-            else
-                grads(std::false_type());
-            uint32_t da[BN / 16][4];
+            auto q_read = [&]() {
+                if (last) {
+                    /* S and dP have read Q and dO: the producer may load the next item's */
+                    __syncwarp();
+                    if (lane == 0)
+                        mbar_arrive(q_empty);
+                }
+            };
+            /* The block's products over N keys from c0 + x: all 128, or (N = 64) the half x / 64 that holds this
+             * warpgroup's visible pairs when the other half has none. */
+            auto products = [&](auto n_keys, int x) {
+                constexpr int N = decltype(n_keys)::value;
+                const uint32_t kx = kst + x * 128, vx = sV + st * TK + x * 128;
+                float s[N / 2], dp[N / 2];
+                pp_turn<D>(cw);
+                wg_fence();
+                wg_gemm_kk<T, D, N>(s, q_wg, QB, kx, BN);
+                wg_gemm_kk<T, D, N>(dp, do_wg, QB, vx, BN);
+                wg_commit();
+                pp_pass<D>(cw);
+                release_pending();
+                FM_TRACE_AT(tr, ctid % 128 == 0 && masked_tile, 16);
+                if (D == 64 && masked_tile) {
+                    uint32_t w0, w1;
+                    mask_words(w0, w1);
+                    asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");
+                }
+                wg_wait<0>();
+                FM_TRACE_AT(tr, ctid % 128 == 0, 4);
+                q_read();
+
+                /* dS = P (dP - Dd); element 4 n + 2 hh + e is row rl + 8 hh, key c0 + x + 8 n + 2 t + e. Masked
+                 * elements (partial blocks, the ragged last block) get a scaled score of -inf before the exp2:
+                 * word rl / 32 of a key's row masks, shifted by rl % 32, has row rl in bit 0 and row rl + 8 in bit
+                 * 8. */
+                const uint32_t *kbits = fBits + (st * BN + x) * 4 + rl / 32;
+                auto grads = [&](auto with_mask) {
 #pragma unroll
-            for (int kk = 0; kk < BN / 16; kk++)
+                    for (int hh = 0; hh < 2; hh++) {
+                        const float L = fL[rl + 8 * hh], Dd = fD[rl + 8 * hh];
 #pragma unroll
-                for (int x = 0; x < 4; x++)
-                    da[kk][x] = dt::pack(dp[8 * kk + 2 * x], dp[8 * kk + 2 * x + 1]);
-            FM_TRACE_AT(tr, ctid % 128 == 0, 15);
-            pp_turn<D>(cw);
-            wg_fence();
-            wg_gemm_rn<T, BN, D>(dq, da, kst, BN);
-            wg_commit();
-            pp_pass<D>(cw);
-            wg_wait<0>();
+                        for (int n = 0; n < N / 8; n++)
+#pragma unroll
+                            for (int e = 0; e < 2; e++) {
+                                const int i = 4 * n + 2 * hh + e;
+                                float y = s[i] * p.scale_log2 - L;
+                                if (decltype(with_mask)::value &&
+                                    (kbits[4 * (8 * n + 2 * t + e)] >> (rl % 32 + 8 * hh) & 1u))
+                                    y = -INFINITY;
+                                dp[i] = fm_exp2(y) * (dp[i] - Dd);
+                            }
+                    }
+                };
+                if (masked_tile)
+                    grads(std::true_type());
+                else
+                    grads(std::false_type());
+                uint32_t da[N / 16][4];
+#pragma unroll
+                for (int kk = 0; kk < N / 16; kk++)
+#pragma unroll
+                    for (int z = 0; z < 4; z++)
+                        da[kk][z] = dt::pack(dp[8 * kk + 2 * z], dp[8 * kk + 2 * z + 1]);
+                FM_TRACE_AT(tr, ctid % 128 == 0, 15);
+                pp_turn<D>(cw);
+                wg_fence();
+                wg_gemm_rn<T, N, D>(dq, da, kx, BN);
+                wg_commit();
+                pp_pass<D>(cw);
+                wg_wait<0>();
+            };
+            if (live == 3) {
+                products(std::integral_constant<int, BN>(), 0);
+            } else if (live) {
+                products(std::integral_constant<int, 64>(), live == 2 ? 64 : 0);
+            } else {
+                /* nothing visible in this warpgroup's rows: its turns pass (the other warpgroup's pair up) */
+                pp_turn<D>(cw);
+                pp_pass<D>(cw);
+                release_pending();
+                q_read();
+                pp_turn<D>(cw);
+                pp_pass<D>(cw);
+            }
             FM_TRACE_AT(tr, ctid % 128 == 0, 5);
             if (!last || chunk) {
                 /* this warp is done with the stage (the last block's V takes the dQ tile below) */
