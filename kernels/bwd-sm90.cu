@@ -401,8 +401,13 @@ __device__ void store_sum(const bwd_sched &s, const sched_entry &e, int at, RowP
 /* The main kernel's CTA: a producer warpgroup (only its first main_pipes warps work) and two consumer warpgroups,
  * as main_pipes pipelines. A pipeline's producer finds work items and walks their live query tiles. It hands each
  * to its consumers through the pipeline's shared memory: an item's K and V (TMA) and a tile's Q, dO (TMA), L, Dd
- * and, for a partial tile or the ragged last key block, the keys' bounds (bulk copies). Each stage has a full and
- * an empty mbarrier, and its item or tile description sits beside it. Consumer warpgroup c owns keys 64c'..64c'+63
+ * and, for a partial tile or the ragged last key block, the keys' bounds (bulk copies). At head dim 64 the keys'
+ * bounds come once per item instead, with K and V, and each consumer thread holds its two keys' in registers for
+ * all the item's tiles (a tile brings its own only where its head's mask differs from the group's first head's):
+ * read from shared memory while S and dP ran, they delayed every partial tile (1-2% off the main kernel on the
+ * partial-heavy families, H100, bench/RESULTS.md session 18; at 128 the registers made ptxas spill 136 bytes
+ * instead of 84 and the main kernel 2-4% slower). Each stage has a full and an empty mbarrier, and its item or
+ * tile description sits beside it. Consumer warpgroup c owns keys 64c'..64c'+63
  * of the item's key block, c' its place in the pipeline. It only waits for full stages, computes, and frees the
  * stage.
  * (The first version had both warpgroups compute and thread 0 issue every load, with a CTA barrier per tile:
@@ -417,7 +422,8 @@ struct ws_item_info {
     int kb, hkv, b, e; /* kb < 0: no more items */
 };
 struct ws_tile_info {
-    int q0, cls, last, pad;
+    int q0, cls, last, aux; /* aux: in the main kernel, whether the tile brings its own keys' bounds (else the item's
+                            * hold); in the dQ pass, the first row of the block's item */
 };
 
 /* A pipeline's stages of Q and dO, each with its L, Dd, keys' bounds and tile description: at head dim 128 two
@@ -444,12 +450,18 @@ template <int D> constexpr int main_block()
     return BN / main_pipes<D>();
 }
 
-/* A pipeline's shared memory, a multiple of 1024 bytes: two stages of K and V; QS of Q and dO, of (L, Dd) and of
- * the keys' bounds; 4 + 2 QS mbarriers; two item and QS tile descriptions. */
+/* A pipeline's shared memory, a multiple of 1024 bytes: two stages of K and V (at head dim 64 with their keys'
+ * bounds); QS of Q and dO, of (L, Dd) and of the keys' bounds; 4 + 2 QS mbarriers; two item and QS tile
+ * descriptions. */
+template <int D> constexpr int ws_item_bounds_bytes()
+{
+    return D == 64 ? 2 * main_block<D>() * 16 : 0;
+}
 template <int D> constexpr int ws_pipe_bytes()
 {
     constexpr int QS = ws_q_stages<D>(), KB = main_block<D>();
-    return (2 * 2 * KB * D * 2 + QS * (2 * BM * D * 2 + 2 * BM * 4 + KB * 16 + 2 * 8 + 16) + 4 * 8 + 2 * 16 + 1023) /
+    return (2 * 2 * KB * D * 2 + ws_item_bounds_bytes<D>() +
+            QS * (2 * BM * D * 2 + 2 * BM * 4 + KB * 16 + 2 * 8 + 16) + 4 * 8 + 2 * 16 + 1023) /
            1024 * 1024;
 }
 
@@ -532,10 +544,12 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
     const uint32_t sdO = sQ + QS * TQ; /* QS stages */
     const uint32_t sLD = sdO + QS * TQ;
     const uint32_t sBd = sLD + QS * 2 * BM * 4;
-    const uint32_t sBar = sBd + QS * KB * 16; /* kv_full[2], kv_empty[2], q_full[QS], q_empty[QS] */
+    const uint32_t sBi = sBd + QS * KB * 16; /* at head dim 64, the items' keys' bounds: two stages, with K and V */
+    const uint32_t sBar = sBi + ws_item_bounds_bytes<D>(); /* kv_full[2], kv_empty[2], q_full[QS], q_empty[QS] */
     const uint32_t kv_full = sBar, kv_empty = sBar + 16, q_full = sBar + 32, q_empty = q_full + 8 * QS;
     const float *fLD = reinterpret_cast<const float *>(smem + (sLD - base)); /* [stage][L, Dd][BM] */
     const int4 *fBd = reinterpret_cast<const int4 *>(smem + (sBd - base));   /* [stage][KB] */
+    const int4 *fBi = reinterpret_cast<const int4 *>(smem + (sBi - base));   /* [kv stage][KB] */
     ws_item_info *items = reinterpret_cast<ws_item_info *>(smem + (q_empty + 8 * QS - base)); /* [2] */
     ws_tile_info *tiles = reinterpret_cast<ws_tile_info *>(items + 2);                        /* [QS] */
 
@@ -617,17 +631,24 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
                     mbar_wait(kv_empty + 8 * ks, (kv_par >> ks) & 1);
                     kv_par ^= 1u << ks;
                     FM_TRACE_AT(tr, tid == 0, 11);
-                    if (lane == 0) {
-                        items[ks] = {x.kb, x.hkv, x.b, x.e};
-                        mbar_expect_tx(kv_full + 8 * ks, 2 * TK);
-                        tma_tile<D>(&m.k, m.kv_seq_major, sK + 2 * ks * TK, KB, x.kb * KB, x.hkv, x.b, kv_full + 8 * ks);
-                        tma_tile<D>(&m.v, m.kv_seq_major, sK + (2 * ks + 1) * TK, KB, x.kb * KB, x.hkv, x.b,
-                                    kv_full + 8 * ks);
-                    }
-                    ks ^= 1;
                     const int k0 = x.kb * KB;
                     const bool key_tail = k0 + KB > p.seq_len_k;
                     const int mb = p.batch_m == 1 ? 0 : x.b;
+                    if (lane == 0) {
+                        /* the item's keys' bounds: those of the mask of the group's first head */
+                        const int mh0 = mask_head(p, x.hkv * group);
+                        const uint32_t nbi = D == 64 ? (uint32_t)min(KB, p.seq_len_k - k0) * 16 : 0;
+                        items[ks] = {x.kb, x.hkv, x.b, x.e};
+                        mbar_expect_tx(kv_full + 8 * ks, 2 * TK + nbi);
+                        tma_tile<D>(&m.k, m.kv_seq_major, sK + 2 * ks * TK, KB, x.kb * KB, x.hkv, x.b, kv_full + 8 * ks);
+                        tma_tile<D>(&m.v, m.kv_seq_major, sK + (2 * ks + 1) * TK, KB, x.kb * KB, x.hkv, x.b,
+                                    kv_full + 8 * ks);
+                        if (D == 64)
+                            bulk_load(sBi + ks * KB * 16,
+                                      p.bounds + (((int64_t)mb * p.heads_m + mh0) * p.seq_len_k + k0) * 4, nbi,
+                                      kv_full + 8 * ks);
+                    }
+                    ks ^= 1;
                     while (live) {
                         /* the tile after this one, so that this one can say whether it is the last */
                         int nhi = hi, nt = tt + 1, ncls = 0;
@@ -639,17 +660,20 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
                         FM_TRACE_AT(tr, tid == 0, 12);
                         if (lane == 0) {
                             const int h = x.hkv * group + hi, q0 = tt * BM;
-                            const bool masked = cls == FM_TILE_PARTIAL || key_tail;
+                            /* the tile's own keys' bounds: at head dim 64 only where its head's mask is not the
+                             * group's first head's (the item's) */
+                            const bool own = (cls == FM_TILE_PARTIAL || key_tail) &&
+                                             (D != 64 || (hi != 0 && p.heads_m == p.n_head));
                             const uint32_t bar = q_full + 8 * st;
-                            tiles[st] = {q0, cls, !more, 0};
-                            const uint32_t nbd = masked ? (uint32_t)min(KB, p.seq_len_k - k0) * 16 : 0;
+                            tiles[st] = {q0, cls, !more, D == 64 && own};
+                            const uint32_t nbd = own ? (uint32_t)min(KB, p.seq_len_k - k0) * 16 : 0;
                             mbar_expect_tx(bar, 2 * TQ + 2 * BM * 4 + nbd);
                             tma_tile<D>(&m.q, m.q_seq_major, sQ + st * TQ, BM, q0, h, x.b, bar);
                             tma_tile<D>(&m.d_o, m.do_seq_major, sdO + st * TQ, BM, q0, h, x.b, bar);
                             const int64_t rb = ((int64_t)x.b * p.n_head + h) * p.seq_pad + q0;
                             bulk_load(sLD + (st * 2) * BM * 4, p.L + rb, BM * 4, bar);
                             bulk_load(sLD + (st * 2 + 1) * BM * 4, p.Dd + rb, BM * 4, bar);
-                            if (masked)
+                            if (own)
                                 bulk_load(sBd + st * KB * 16,
                                           p.bounds + (((int64_t)mb * p.heads_m + mask_head(p, h)) * p.seq_len_k + k0) * 4,
                                           nbd, bar);
@@ -698,6 +722,14 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
             dk[i] = dv[i] = 0.f;
         const int k0 = it.kb * KB;
         const bool key_tail = k0 + KB > p.seq_len_k;
+        /* this thread's two keys' bounds for the item's tiles (a tile whose head's mask differs brings its own) */
+        const int4 none = make_int4(0, INT32_MAX, 0, 0); /* a key past seq_len_k: masked in every row */
+        int4 ibd[2] = {none, none};
+        if (D == 64)
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++)
+                if (k0 + key_a + 8 * hh < p.seq_len_k)
+                    ibd[hh] = fBi[ks * KB + key_a + 8 * hh];
         const uint32_t k_wg = sK + 2 * ks * TK + cs * 64 * 128, v_wg = k_wg + TK; /* this warpgroup's key rows */
         bool last = false;
         while (!last) {
@@ -724,11 +756,12 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
             FM_TRACE_AT(tr, ctid % 128 == 0 && masked_tile, 16);
             if (masked_tile) {
                 const int4 *cB = fBd + st * KB;
-                const int4 none = make_int4(0, INT32_MAX, 0, 0); /* a key past seq_len_k: masked in every row */
 #pragma unroll
                 for (int hh = 0; hh < 2; hh++) {
                     const int key = key_a + 8 * hh;
-                    const int4 bd = k0 + key < p.seq_len_k ? cB[key] : none;
+                    int4 bd = ibd[hh];
+                    if ((D != 64 || ti.aux) && k0 + key < p.seq_len_k)
+                        bd = cB[key];
 #pragma unroll
                     for (int w = 0; w < 2; w++)
                         mk[hh][w] = fm_masked_rows32(bd, q0 + 32 * w + 2 * t);
@@ -894,7 +927,10 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
     const uint32_t sK = sdO + TQ;     /* two stages */
     const uint32_t sV = sK + 2 * TK;  /* two stages */
     const uint32_t sBd = sV + 2 * TK; /* two stages of BN int4 */
-    const uint32_t sBits = sBd + 2 * BN * 16; /* two stages of [BN][QB / 32] words: masked rows of each key */
+    /* two stages of QB / 32 words per key, the masked rows of each key: [word][BN] at head dim 64, so that a
+     * thread reads its two neighbouring keys' in one load (1-3% off the dQ pass on the partial-heavy families,
+     * H100, bench/RESULTS.md session 18; at 128, 1-2% slower); [BN][word] at 128 */
+    const uint32_t sBits = sBd + 2 * BN * 16;
     const uint32_t sLD = sBits + 2 * BN * 16; /* two stages of [L, Dd][QB] */
     const uint32_t sBar = sLD + 2 * 2 * QB * 4; /* kv_full[2], kv_empty[2], q_full, q_empty */
     const uint32_t kv_full = sBar, kv_empty = sBar + 16, q_full = sBar + 32, q_empty = sBar + 40;
@@ -1073,7 +1109,12 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
                     w0 = fm_masked_rows32(v, it.r0 + 64 * cw);
                     w1 = fm_masked_rows32(v, it.r0 + 64 * cw + 32);
                 }
-                *reinterpret_cast<uint2 *>(fBits + (st * BN + key) * 4 + 2 * cw) = make_uint2(w0, w1);
+                if (D == 64) {
+                    fBits[(st * 4 + 2 * cw) * BN + key] = w0;
+                    fBits[(st * 4 + 2 * cw + 1) * BN + key] = w1;
+                } else {
+                    *reinterpret_cast<uint2 *>(fBits + (st * BN + key) * 4 + 2 * cw) = make_uint2(w0, w1);
+                }
             };
             /* At head dim 128, bit x of live: keys c0 + 64 x .. + 63 have a visible pair in this warpgroup's rows.
              * The products then skip a half that has none. The words come first, before this warpgroup's turn
@@ -1142,8 +1183,14 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
                  * elements (partial blocks, the ragged last block) get a scaled score of -inf before the exp2:
                  * word rl / 32 of a key's row masks, shifted by rl % 32, has row rl in bit 0 and row rl + 8 in bit
                  * 8. */
-                const uint32_t *kbits = fBits + (st * BN + x) * 4 + rl / 32;
+                const uint32_t *kbits =
+                    D == 64 ? fBits + (st * 4 + rl / 32) * BN + x : fBits + (st * BN + x) * 4 + rl / 32;
                 auto grads = [&](auto with_mask) {
+                    uint2 kw[N / 8];
+                    if (D == 64 && decltype(with_mask)::value)
+#pragma unroll
+                        for (int n = 0; n < N / 8; n++)
+                            kw[n] = *reinterpret_cast<const uint2 *>(kbits + 8 * n + 2 * t);
 #pragma unroll
                     for (int hh = 0; hh < 2; hh++) {
                         const float L = fL[rl + 8 * hh], Dd = fD[rl + 8 * hh];
@@ -1154,7 +1201,9 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
                                 const int i = 4 * n + 2 * hh + e;
                                 float y = s[i] * p.scale_log2 - L;
                                 if (decltype(with_mask)::value &&
-                                    (kbits[4 * (8 * n + 2 * t + e)] >> (rl % 32 + 8 * hh) & 1u))
+                                    ((D == 64 ? (e ? kw[n].y : kw[n].x) : kbits[4 * (8 * n + 2 * t + e)]) >>
+                                         (rl % 32 + 8 * hh) &
+                                     1u))
                                     y = -INFINITY;
                                 dp[i] = fm_exp2(y) * (dp[i] - Dd);
                             }
