@@ -6,7 +6,9 @@ profiler and prints, per kernel, its mean duration in us and its share of the ca
 to last kernel's end, median over the calls). Kernels may overlap (the dQ pass is a programmatic dependent launch of
 the main kernel), so the shares can add up to more than 1; `gaps` is the part of the span where no kernel ran.
 Usage: python3 bench/kernel-split.py --lib build-v/libfamask.so [--size 8192,4,16] [--dims 64,128]
-       [--masks full,causal_document,blocks:256] [--reps 20]
+       [--masks full,causal_document,blocks:256] [--reps 20] [--back-to-back]
+By default each call runs alone (the host waits for it), so a span also holds any wait for the host's next launch;
+--back-to-back queues the calls as peers.py does.
 `blocks:L` is a mask of documents of L keys each (a multiple of 128), seen only from their own rows: every tile
 of both kernels is either unmasked or skipped, and a work item walks L/64 query tiles (main kernel) or L/128 key
 blocks (dQ pass). Against full, its time per visible pair is the cost of short work items alone, with no partial
@@ -63,6 +65,9 @@ def main():
     ap.add_argument("--dims", default="64,128", type=head_dims, help="head dims, comma-separated")
     ap.add_argument("--masks", default="all")
     ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--back-to-back", action="store_true",
+                    help="queue the calls without waiting for each (as peers.py times them): the host's work for a "
+                         "call then overlaps the device's for the one before and leaves no gap inside a call")
     opt = ap.parse_args()
     n, b, h = opt.size
     masks = peers.FAMILIES if opt.masks == "all" else opt.masks.split(",")
@@ -111,9 +116,11 @@ def main():
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
                 for _ in range(opt.reps):
                     call(bwd, m, args)
-                    torch.cuda.synchronize()
+                    if not opt.back_to_back:
+                        torch.cuda.synchronize()
                     marker.add_(1)  # one call's kernels apart from the next's
-                    torch.cuda.synchronize()
+                    if not opt.back_to_back:
+                        torch.cuda.synchronize()
             torch.cuda.synchronize()
             evs = sorted((e for e in prof.events() if e.device_type.name == "CUDA"),
                          key=lambda e: e.time_range.start)
