@@ -23,10 +23,10 @@
  * consumer warpgroup w owns keys 64w..64w+63; at 64 the CTA runs two pipelines (main_pipes), a producer warp and a
  * consumer warpgroup each with shared memory of their own, and a block has 64 keys: each warpgroup walks only the
  * tiles live for its own keys, and ends its items at its own times. K and V of the block come in once by TMA (two
- * stages: the next item's block loads while this one finishes); the producer walks the live query tiles of 64 rows
- * of every query head of its GQA group (fm_bwd::next_query_tile), Q and dO by TMA into two stages (four at head dim
- * 64), L, Dd and (for partial tiles) the keys' bounds by bulk copy. Per tile, each consumer warpgroup computes on
- * the tensor cores
+ * stages: the next item's block loads while this one finishes; at head dim 64 with the keys' bounds); the producer
+ * walks the live query tiles of 64 rows of every query head of its GQA group (fm_bwd::next_query_tile), Q and dO by
+ * TMA into two stages (four at head dim 64), L, Dd and (for partial tiles at 128) the keys' bounds by bulk copy.
+ * Per tile, each consumer warpgroup computes on the tensor cores
  *     S^T = K Q^T, dP^T = V dO^T   (m64n64, both operands from shared memory, K-major),
  * then in registers P^T = exp2(S^T scale log2(e) - L), dS^T = P^T (dP^T - Dd), zero where masked, and
  *     dV += P^T dO, dK += dS^T Q   (m64nD, A from registers, B from shared memory MN-major).
@@ -407,9 +407,8 @@ __device__ void store_sum(const bwd_sched &s, const sched_entry &e, int at, RowP
  * read from shared memory while S and dP ran, they delayed every partial tile (1-2% off the main kernel on the
  * partial-heavy families, H100, bench/RESULTS.md session 18; at 128 the registers made ptxas spill 136 bytes
  * instead of 84 and the main kernel 2-4% slower). Each stage has a full and an empty mbarrier, and its item or
- * tile description sits beside it. Consumer warpgroup c owns keys 64c'..64c'+63
- * of the item's key block, c' its place in the pipeline. It only waits for full stages, computes, and frees the
- * stage.
+ * tile description sits beside it. Consumer warpgroup c owns keys 64c'..64c'+63 of the item's key block, c' its
+ * place in the pipeline. It only waits for full stages, computes, and frees the stage.
  * (The first version had both warpgroups compute and thread 0 issue every load, with a CTA barrier per tile:
  * phase counters put the loads' issue at 700-800 cycles of a tile's 3300-4200 on the critical path, bench/RESULTS.md.)
  * A stage is freed by one arrival per consumer warp (lane 0, after __syncwarp) or per warpgroup (after its named
@@ -928,8 +927,8 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
     const uint32_t sV = sK + 2 * TK;  /* two stages */
     const uint32_t sBd = sV + 2 * TK; /* two stages of BN int4 */
     /* two stages of QB / 32 words per key, the masked rows of each key: [word][BN] at head dim 64, so that a
-     * thread reads its two neighbouring keys' in one load (1-3% off the dQ pass on the partial-heavy families,
-     * H100, bench/RESULTS.md session 18; at 128, 1-2% slower); [BN][word] at 128 */
+     * thread reads its two neighbouring keys' in one load (1-2.6% off the dQ pass on the partial-heavy families,
+     * H100, bench/RESULTS.md session 18; at 128, 1-2.6% slower); [BN][word] at 128 */
     const uint32_t sBits = sBd + 2 * BN * 16;
     const uint32_t sLD = sBits + 2 * BN * 16; /* two stages of [L, Dd][QB] */
     const uint32_t sBar = sLD + 2 * 2 * QB * 4; /* kv_full[2], kv_empty[2], q_full, q_empty */
