@@ -421,8 +421,8 @@ struct ws_item_info {
     int kb, hkv, b, e; /* kb < 0: no more items */
 };
 struct ws_tile_info {
-    int q0, cls, last, aux; /* aux: in the main kernel, whether the tile brings its own keys' bounds (else the item's
-                            * hold); in the dQ pass, the first row of the block's item */
+    int q0, cls, last, own; /* own (main kernel, head dim 64): the tile brings its own keys' bounds (else the
+                            * item's hold); unused in the dQ pass */
 };
 
 /* A pipeline's stages of Q and dO, each with its L, Dd, keys' bounds and tile description: at head dim 128 two
@@ -759,7 +759,7 @@ __device__ __forceinline__ void bwd_sm90_ws_body(const bwd_params &p, const bwd_
                 for (int hh = 0; hh < 2; hh++) {
                     const int key = key_a + 8 * hh;
                     int4 bd = ibd[hh];
-                    if ((D != 64 || ti.aux) && k0 + key < p.seq_len_k)
+                    if ((D != 64 || ti.own) && k0 + key < p.seq_len_k)
                         bd = cB[key];
 #pragma unroll
                     for (int w = 0; w < 2; w++)
@@ -1277,7 +1277,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
     if (ctid % 128 == 0)
         bulk_wait<0>();
     /* done only when the main kernel is (its dK and dV written): what follows in the stream waits for this grid */
-    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    fm_pdl_wait();
 }
 #endif
 
