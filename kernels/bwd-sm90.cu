@@ -25,8 +25,9 @@
  * tiles live for its own keys, and ends its items at its own times. K and V of the block come in once by TMA (two
  * stages: the next item's block loads while this one finishes; at head dim 64 with the keys' bounds); the producer
  * walks the live query tiles of 64 rows of every query head of its GQA group (fm_bwd::next_query_tile), Q and dO by
- * TMA into two stages (four at head dim 64), L, Dd and (for partial tiles at 128) the keys' bounds by bulk copy.
- * Per tile, each consumer warpgroup computes on the tensor cores
+ * TMA into two stages (four at head dim 64), L, Dd and (for partial tiles; at 64 only where the tile's head's mask
+ * differs from the item's) the keys' bounds by bulk copy. Per tile, each consumer warpgroup computes on the tensor
+ * cores
  *     S^T = K Q^T, dP^T = V dO^T   (m64n64, both operands from shared memory, K-major),
  * then in registers P^T = exp2(S^T scale log2(e) - L), dS^T = P^T (dP^T - Dd), zero where masked, and
  *     dV += P^T dO, dK += dS^T Q   (m64nD, A from registers, B from shared memory MN-major).
