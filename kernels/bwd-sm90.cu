@@ -36,8 +36,9 @@
  * against 2.18 on document masks.)
  *
  * dQ pass: a work item is a (query tile of 128, head, batch); consumer warpgroup w owns rows 64w..64w+63. The
- * producer walks the live key blocks of 128 in order as the forward does (fwd.cuh's live_scan, within the tile's
- * live range from fm_cuda_mask_ranges), K and V through TMA in two stages:
+ * producer walks the live key blocks of 128 in order as the forward does (fwd.cuh's next_live, within the tile's
+ * live range from fm_cuda_mask_ranges, jumping long masked runs by coarse summaries), K and V through TMA in two
+ * stages:
  *     S = Q K^T, dP = dO V^T (m64n128 from shared memory), P = exp2(S scale log2(e) - L), dS = P (dP - Dd),
  *     dQ += dS K (m64nD, dS from registers, K MN-major),
  * then dQ times the scale to the output.
@@ -943,6 +944,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
     const int tid = threadIdx.x, wg = tid / 128;
     const int group = p.n_head / p.n_head_kv;
     const int n_kb = (p.seq_len_k + BN - 1) / BN;
+    const int n_cb = (p.seq_len_k + FM_SM90_COARSE_K - 1) / FM_SM90_COARSE_K; /* coarse summaries per slice */
     const int n_qt = (p.seq_len_q + QB - 1) / QB;
     const bwd_sched &sc = p.sched[1];
 
@@ -1005,7 +1007,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
                 const int r0 = (n_qt - 1 - xi % n_qt) * QB, h = (xi / n_qt) % p.n_head, b = xi / (n_qt * p.n_head);
                 const int r1 = min(r0 + QB, p.seq_len_q);
                 const int64_t mbh = mask_index(p, b, h);
-                const fm_block_summary *sums = p.summaries + mbh * n_kb;
+                const fm_block_summary *sums = p.summaries + mbh * n_kb, *coarse = p.coarse + mbh * n_cb;
                 if (!listed) {
                     const int2 rg = reinterpret_cast<const int2 *>(p.ranges)[mbh * n_qt + r0 / QB];
                     begin = rg.x;
@@ -1013,7 +1015,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
                 }
                 scan = {-64, 0u, 0u};
                 int cls = FM_TILE_SKIPPED;
-                int kb = next_live(scan, sums, begin, kb_end, r0, r1, &cls);
+                int kb = next_live(scan, sums, coarse, begin, kb_end, r0, r1, &cls);
                 if (kb >= kb_end && e >= 0) {
                     /* a chunk with nothing live must still leave its (zero) partial sums: its first block, fully
                      * masked */
@@ -1025,7 +1027,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
                     zero_rows<T, D>(out_dq<T>(p, b, h, r0), p.dq.ss, r1 - r0, lane, 32);
                 } else {
                     int ncls = FM_TILE_SKIPPED;
-                    int next = next_live(scan, sums, kb + 1, kb_end, r0, r1, &ncls);
+                    int next = next_live(scan, sums, coarse, kb + 1, kb_end, r0, r1, &ncls);
                     put_block(b, h, mbh, kb, cls, next >= kb_end);
                     /* Q, dO, L and Dd once the consumers are done with the item before's */
                     mbar_wait(q_empty, q_par);
@@ -1045,7 +1047,7 @@ __device__ __forceinline__ void bwd_dq_sm90_body(const bwd_params &p, const bwd_
                     while (next < kb_end) {
                         kb = next;
                         cls = ncls;
-                        next = next_live(scan, sums, kb + 1, kb_end, r0, r1, &ncls);
+                        next = next_live(scan, sums, coarse, kb + 1, kb_end, r0, r1, &ncls);
                         put_block(b, h, mbh, kb, cls, next >= kb_end);
                     }
                 }

@@ -1040,6 +1040,10 @@ extern "C" famask_status fm_cuda_bwd_perm(famask_ctx *ctx, famask_mask *mask, co
     if (sm90 && (st = fm_cuda_mask_ranges(ctx, mask, FM_SM90_BLOCK_Q, FM_SM90_BLOCK_K, a->stream, &p.ranges)) !=
             FAMASK_STATUS_OK)
         goto fail;
+    p.coarse = NULL;
+    if (sm90 && (st = fm_cuda_mask_device(ctx, mask, FM_SM90_COARSE_K, a->stream, NULL, &p.coarse)) !=
+            FAMASK_STATUS_OK)
+        goto fail;
     if (!sm90 &&
         (st = fm_cuda_check_smem(ctx, portable_smem(D, split), "backward", D)) != FAMASK_STATUS_OK)
         goto fail;

@@ -69,6 +69,7 @@ struct bwd_params {
     const fm_block_summary *summaries; /* for the key block of the kernel that reads them */
     const int32_t *ranges;             /* the Hopper dQ pass's: per query tile of FM_SM90_BLOCK_Q rows, its live
                                         * key blocks [first, end) (fm_cuda_mask_ranges) */
+    const fm_block_summary *coarse;    /* the Hopper dQ pass's: the summaries of FM_SM90_COARSE_K keys (next_live) */
     bwd_sched sched[2];                /* the Hopper main kernel's and dQ pass's */
     const int32_t *kv_perm;            /* NULL, or the key order's [batch_m, heads_m, Nk] (Hopper kernels only): row
                                         * j of dK and dV of a slice goes to row kv_perm[j] of dk, dv */

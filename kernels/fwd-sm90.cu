@@ -86,6 +86,7 @@ __global__ void __launch_bounds__(NTHREADS, 1)
     const int tid = threadIdx.x, wg = tid / 128, warp = (tid / 32) % 4, lane = tid % 32;
     const int g = lane / 4, t = lane % 4;
     const int n_kb = (p.seq_len_k + BC - 1) / BC;
+    const int n_cb = (p.seq_len_k + FM_SM90_COARSE_K - 1) / FM_SM90_COARSE_K; /* coarse summaries per slice */
     const int n_qt = (p.seq_len_q + BR - 1) / BR, n_bh = p.n_head * m.batch;
     const int n_tiles = n_qt * n_bh, G = gridDim.x;
     const float sl2 = p.negate_q ? -p.scale_log2 : p.scale_log2; /* this kernel takes the signed scale */
@@ -95,7 +96,7 @@ __global__ void __launch_bounds__(NTHREADS, 1)
     /* The current tile and its walk. */
     struct tile {
         int valid, b, h, hk, r0, r1, kb_lo, kb_hi; /* live key blocks lie in [kb_lo, kb_hi) */
-        const fm_block_summary *sums;
+        const fm_block_summary *sums, *coarse;
         const int32_t *gb;
     };
     auto tile_at = [&](int tt) {
@@ -111,6 +112,7 @@ __global__ void __launch_bounds__(NTHREADS, 1)
         const int mh = p.heads_m == 1 ? 0 : (p.heads_m == p.n_head ? x.h : x.hk);
         const int64_t mask_bh = (int64_t)mb * p.heads_m + mh;
         x.sums = p.summaries + mask_bh * n_kb;
+        x.coarse = p.coarse + mask_bh * n_cb;
         x.gb = p.bounds + mask_bh * p.seq_len_k * 4;
         x.kb_lo = x.kb_hi = 0;
         if (x.valid) {
@@ -249,7 +251,7 @@ __global__ void __launch_bounds__(NTHREADS, 1)
 
     /* The first live block of tile x at or after `from`, or n_kb: the scan covers the tile's live range only. */
     auto live_after = [&](const tile &x, int from, int *cls) {
-        const int kb = next_live(scan, x.sums, from, x.kb_hi, x.r0, x.r1, cls);
+        const int kb = next_live(scan, x.sums, x.coarse, from, x.kb_hi, x.r0, x.r1, cls);
         return kb < x.kb_hi ? kb : n_kb;
     };
 

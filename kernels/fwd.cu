@@ -146,7 +146,7 @@ __global__ void __launch_bounds__(128, D == 64 ? FAMASK_FWD_D64_CTAS : 1) fwd_ke
 
     int cls;
     live_scan scan = {-64, 0u, 0u};
-    int kb = next_live(scan, sums, 0, n_kb, r0, r1, &cls);
+    int kb = next_live(scan, sums, NULL, 0, n_kb, r0, r1, &cls);
     if (kb < n_kb) {
         load_tile<D, BR>(sQ, gq, p.q_s, r0, p.seq_len_q);
         load_block(kb, cls, 0);
@@ -173,7 +173,7 @@ __global__ void __launch_bounds__(128, D == 64 ? FAMASK_FWD_D64_CTAS : 1) fwd_ke
     while (kb < n_kb) {
         const int cur_cls = cls;
         const int c0 = kb * BC;
-        const int next = next_live(scan, sums, kb + 1, n_kb, r0, r1, &cls);
+        const int next = next_live(scan, sums, NULL, kb + 1, n_kb, r0, r1, &cls);
         if (next < n_kb)
             load_block(next, cls, stage ^ 1);
         fm_cp_async_commit();
@@ -424,7 +424,11 @@ extern "C" famask_status fm_cuda_fwd(famask_ctx *ctx, famask_mask *mask, const f
     if ((st = fm_cuda_mask_device(ctx, mask, block_k, a->stream, &bounds, &sums)) != FAMASK_STATUS_OK)
         return st;
     p.ranges = NULL;
+    p.coarse = NULL;
     if (sm90 && (st = fm_cuda_mask_ranges(ctx, mask, FM_SM90_BLOCK_Q, FM_SM90_BLOCK_K, a->stream, &p.ranges)) !=
+                    FAMASK_STATUS_OK)
+        return st;
+    if (sm90 && (st = fm_cuda_mask_device(ctx, mask, FM_SM90_COARSE_K, a->stream, NULL, &p.coarse)) !=
                     FAMASK_STATUS_OK)
         return st;
 

@@ -24,13 +24,16 @@
  * query tile, the first and last live key block (fm_cuda_mask_ranges), so that they neither scan the masked
  * blocks before a tile's first live one nor those after its last: at 128K a sliding window's tile has 9 live
  * blocks among 1024. These tables are computed from the summaries on first request and cached the same way
- * (FM_RANGE_SLOTS pairs of block sizes), and recomputed with them by a refresh.
+ * (FM_RANGE_SLOTS pairs of block sizes), and recomputed with them by a refresh. Inside that range a masked run
+ * can still be long (a global token's block, then a sliding window 1000 blocks on): the same kernels jump such
+ * runs with the summaries of 32 blocks (FM_SM90_COARSE_K keys), made at upload with the forward's.
  *
  * A mask may be shared between threads once built, but its device cache is filled on first use: callers that
  * share a mask across threads should call famask_mask_upload first.
  */
 #include "common.cuh"
 #include "cuda-check.cuh"
+#include "fwd.cuh"
 #include "kernels.h"
 
 #include <stdlib.h>
@@ -41,8 +44,9 @@
 /* Below this many bytes of vectors the pageable copy is as fast and registration is not worth its cost. */
 #define FM_PIN_MIN_BYTES ((size_t)64 << 10)
 
-/* The block sizes the forward kernels use, summarised ahead of time by famask_mask_upload. */
-static const int upload_block_sizes[] = {64, 128};
+/* The block sizes the forward kernels use, summarised ahead of time by famask_mask_upload, and the coarse blocks
+ * of the Hopper kernels' search for live blocks (fwd.cuh's next_live). */
+static const int upload_block_sizes[] = {64, FM_SM90_BLOCK_K, FM_SM90_COARSE_K};
 
 struct mask_dev {
     int device;        /* the CUDA device that holds the copy */

@@ -25,8 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { M_FULL, M_CAUSAL, M_RANDOM, M_EMPTY_ROWS, M_DOCUMENT, M_MIXED, M_EVICT };
-static const char *mask_names[] = {"full", "causal", "random", "empty_rows", "document", "mixed", "evict"};
+enum { M_FULL, M_CAUSAL, M_RANDOM, M_EMPTY_ROWS, M_DOCUMENT, M_MIXED, M_EVICT, M_GLOBAL_BAND };
+static const char *mask_names[] = {"full",  "causal", "random", "empty_rows", "document", "mixed",
+                                   "evict", "global+band"};
 
 typedef struct bcase {
     int batch, n_head, n_head_kv, seq_len_q, seq_len_k, head_dim;
@@ -76,6 +77,10 @@ static const bcase cases[] = {
     /* short documents at head dim 64: several dQ items of a few key blocks per CTA, so that the stages of an
      * item's Q, dO, L and Dd are reused while the items before are still being computed */
     {4, 8, 2, 2048, 2048, 64, FAMASK_DTYPE_BF16, 0, M_DOCUMENT, 4, 8, 1, 0, 0},
+    /* global keys and a band: the dQ pass's runs of masked key blocks are longer than a coarse summary's 32 blocks
+     * (it then jumps by coarse blocks) and, at 270,000 keys, than a coarse window's 1024 */
+    {1, 4, 2, 9000, 9000, 128, FAMASK_DTYPE_F16, 1, M_GLOBAL_BAND, 1, 2, 1, 0, 0},
+    {1, 2, 1, 300, 270000, 64, FAMASK_DTYPE_BF16, 0, M_GLOBAL_BAND, 1, 1, 0, 0, 0},
 };
 
 /* ---- 16-bit conversions (round to nearest even) ---------------------------------------------------------------- */
@@ -178,6 +183,13 @@ static void fill_mask(int kind, int nq, int nk, int32_t *bounds)
             if (j < nq && tl_rand_int(0, 1)) {
                 int r = j + 1 + tl_rand_int(0, nq / 16);
                 interval(v, r < nq ? r : nq, nq);
+            }
+            break;
+        case M_GLOBAL_BAND: /* keys [0, 1 + a % 200) seen by every row, then key j by rows [j nq / nk, + 1 + a % 3) */
+            if (j > a % 200) {
+                int r = (int)((int64_t)j * nq / nk), e = r + 1 + a % 3;
+                interval(v + 2, 0, r);
+                interval(v, e < nq ? e : nq, nq);
             }
             break;
         case M_EMPTY_ROWS: /* causal plus the rows [a, bnd) masked in every column */

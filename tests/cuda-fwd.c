@@ -106,9 +106,19 @@ static float from16(famask_dtype dt, uint16_t h)
 
 /* ---- masks ------------------------------------------------------------------------------------------------ */
 
-enum mask_kind { MK_FULL, MK_RANDOM, MK_RANDOM_BAND, MK_CAUSAL, MK_SLIDING, MK_DOCUMENT, MK_CAUSAL_DOCUMENT, MK_EVICT };
-static const char *mask_kind_name[] = {"full",    "random",   "random+band",     "causal",
-                                       "sliding", "document", "causal_document", "evict"};
+enum mask_kind {
+    MK_FULL,
+    MK_RANDOM,
+    MK_RANDOM_BAND,
+    MK_CAUSAL,
+    MK_SLIDING,
+    MK_DOCUMENT,
+    MK_CAUSAL_DOCUMENT,
+    MK_EVICT,
+    MK_GLOBAL_BAND
+};
+static const char *mask_kind_name[] = {"full",     "random",          "random+band", "causal",     "sliding",
+                                       "document", "causal_document", "evict",       "global+band"};
 
 static int imin(int a, int b)
 {
@@ -127,6 +137,10 @@ static void fill_vectors(int32_t *v, enum mask_kind kind, int nq, int nk)
     }
     if (kind == MK_SLIDING)
         left = tl_rand_int(0, nk / 2 + 1);
+    if (kind == MK_GLOBAL_BAND) { /* global keys [0, left), then a band of band1 rows per key */
+        left = tl_rand_int(1, 200);
+        band1 = tl_rand_int(1, 3);
+    }
     if (kind == MK_DOCUMENT || kind == MK_CAUSAL_DOCUMENT) {
         /* documents over the keys; query rows are cut at the same positions (clipped to nq) */
         int pos = 0;
@@ -181,6 +195,13 @@ static void fill_vectors(int32_t *v, enum mask_kind kind, int nq, int nk)
             c[FAMASK_UTE] = imin(j, nq);
             if (j < nq && tl_rand_int(0, 1))
                 c[FAMASK_LTS] = imin(j + 1 + tl_rand_int(0, nq / 16), nq);
+            break;
+        case MK_GLOBAL_BAND: /* key j past the global ones: rows [j nq / nk, + band1), masked runs between */
+            if (j >= left) {
+                const int r = (int)((int64_t)j * nq / nk);
+                c[FAMASK_UTE] = r;
+                c[FAMASK_LTS] = imin(r + band1, nq);
+            }
             break;
         }
     }
@@ -1033,6 +1054,10 @@ int main(int argc, char **argv)
             /* runs of more than 32 skipped key blocks (the live-block search works in windows of 32) */
             {MK_CAUSAL_DOCUMENT, 1, 2, 1, 4500, 4500, 128, FAMASK_DTYPE_BF16, L_BNHD, 1, 2, 0},
             {MK_CAUSAL, 1, 1, 1, 300, 5000, 32, FAMASK_DTYPE_F16, L_BHND, 1, 1, 0},
+            /* global keys and a band, runs of masked blocks between them longer than a coarse summary's 32 blocks
+             * (the Hopper kernel then jumps by coarse blocks) and, at 270,000 keys, than a coarse window's 1024 */
+            {MK_GLOBAL_BAND, 1, 2, 2, 9000, 9000, 128, FAMASK_DTYPE_BF16, L_BHND, 1, 2, 0},
+            {MK_GLOBAL_BAND, 1, 2, 1, 300, 270000, 64, FAMASK_DTYPE_F16, L_BNHD, 1, 1, 0},
         };
         for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
             CHECK(run_case(ctx, &cs[i]), "special case %zu", i);
