@@ -376,26 +376,35 @@ __device__ __forceinline__ void put_part(const bwd_sched &s, const sched_entry &
         __stcg(dst + i * NTHREADS, v[i]);
 }
 
-/* The sum over the item's chunks, in chunk order, of values [at, at + D/2) of this thread (an m64nD accumulator
- * fragment: value 4 n + 2 hh + e is row 64 wg + 16 warp + lane / 4 + 8 hh, column 8 n + 2 (lane % 4) + e), times
- * scale, into rows [0, n_rows) of the item's output: row r at row_ptr(r). */
-template <typename T, int D, typename RowPtr>
-__device__ void store_sum(const bwd_sched &s, const sched_entry &e, int at, RowPtr row_ptr, int n_rows, float scale)
+/* The sum over the item's chunks, in chunk order, of this thread's values [at + i0, at + i0 + N), i0 and N even (of an
+ * m64nD accumulator fragment: value 4 n + 2 hh + e is row 64 wg + 16 warp + lane / 4 + 8 hh, column
+ * 8 n + 2 (lane % 4) + e), times scale, into rows [0, n_rows) of the item's output: row r at row_ptr(r). The loads of
+ * four chunks are issued together. (The sum is bound by the waits for memory: with one CTA per item, adding one
+ * value of every chunk after the other, a global token's items at 128K, four chunks each, took 35 us at head dim 64
+ * and 70 at 128; split over four CTAs as now, 8 and 10; bench/RESULTS.md, session 21.) */
+template <typename T, int N, typename RowPtr>
+__device__ void store_sum(const bwd_sched &s, const sched_entry &e, int at, int i0, RowPtr row_ptr, int n_rows,
+                          float scale)
 {
     const int tid = threadIdx.x, lane = tid % 32, row = tid / 128 * 64 + (tid / 32) % 4 * 16 + lane / 4;
-    const float *src = s.part + ((int64_t)e.first * s.nv + at) * NTHREADS + tid;
+    const float *src = s.part + ((int64_t)e.first * s.nv + at + i0) * NTHREADS + tid;
+    float acc[N];
+#pragma unroll
+    for (int i = 0; i < N; i++)
+        acc[i] = 0.f;
 #pragma unroll 4
-    for (int i = 0; i < D / 2; i += 2) {
-        float a = 0.f, b = 0.f;
-        for (int c = 0; c < e.nc; c++) {
-            const float *q = src + ((int64_t)c * s.nv + i) * NTHREADS;
-            a += __ldcg(q);
-            b += __ldcg(q + NTHREADS);
-        }
-        const int r = row + 8 * (i / 2 % 2);
+    for (int c = 0; c < e.nc; c++) {
+        const float *q = src + (int64_t)c * s.nv * NTHREADS;
+#pragma unroll
+        for (int i = 0; i < N; i++)
+            acc[i] += __ldcg(q + i * NTHREADS);
+    }
+#pragma unroll
+    for (int k = 0; k < N; k += 2) {
+        const int i = i0 + k, r = row + 8 * (i / 2 % 2);
         if (r < n_rows)
             *reinterpret_cast<uint32_t *>(row_ptr(r) + 8 * (i / 4) + 2 * (lane % 4)) =
-                fm_dtype<T>::pack(a * scale, b * scale);
+                fm_dtype<T>::pack(acc[k] * scale, acc[k + 1] * scale);
     }
 }
 
@@ -1298,8 +1307,9 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
 }
 
 /* After both kernels, the outputs of the items cut into chunks: the sums of their chunks' partial sums, in chunk
- * order (so the same in every run). Block x of row k takes entry x of kernel k's list when it is an item's first
- * chunk. */
+ * order (so the same in every run). Block x of row k takes entry x of kernel k's list: the CTAs of an item's first
+ * four chunks (two when it has fewer; an item cut has two or more) share its values, in slices of an eighth of a
+ * thread's. */
 template <typename T, int D> __global__ void __launch_bounds__(NTHREADS) bwd_sum_kernel(const bwd_params p)
 {
     fm_pdl_wait(); /* a programmatic dependent of the dQ pass */
@@ -1308,18 +1318,24 @@ template <typename T, int D> __global__ void __launch_bounds__(NTHREADS) bwd_sum
     if ((int)blockIdx.x >= min(s.count[0], s.list_cap))
         return;
     const sched_entry e = s.list[blockIdx.x];
-    if (e.item < 0 || e.slot < 0 || e.slot != e.first)
+    const int parts = e.nc >= 4 ? 4 : 2;
+    if (e.item < 0 || e.slot < 0 || e.slot - e.first >= parts)
         return;
-    if (k == 0) {
-        constexpr int KB = main_block<D>();
-        const kv_item x = kv_item_at(p, e.item, KB);
-        const int n = min(KB, p.seq_len_k - x.kb * KB), k0 = x.kb * KB;
-        store_sum<T, D>(s, e, 0, [&](int r) { return kv_out_row<T>(p, p.dk, x.b, x.hkv, k0 + r); }, n, p.scale);
-        store_sum<T, D>(s, e, D / 2, [&](int r) { return kv_out_row<T>(p, p.dv, x.b, x.hkv, k0 + r); }, n, 1.f);
-    } else {
-        const q_item x = q_item_at(p, e.item);
-        store_sum<T, D>(s, e, 0, [&](int r) { return out_row<T>(p.dq, x.b, x.h, x.r0 + r); },
-                        min(QB, p.seq_len_q - x.r0), p.scale);
+    constexpr int N = D / 8;
+    for (int i0 = (e.slot - e.first) * N; i0 < D / 2; i0 += parts * N) {
+        if (k == 0) {
+            constexpr int KB = main_block<D>();
+            const kv_item x = kv_item_at(p, e.item, KB);
+            const int n = min(KB, p.seq_len_k - x.kb * KB), k0 = x.kb * KB;
+            store_sum<T, N>(s, e, 0, i0, [&](int r) { return kv_out_row<T>(p, p.dk, x.b, x.hkv, k0 + r); }, n,
+                            p.scale);
+            store_sum<T, N>(s, e, D / 2, i0, [&](int r) { return kv_out_row<T>(p, p.dv, x.b, x.hkv, k0 + r); }, n,
+                            1.f);
+        } else {
+            const q_item x = q_item_at(p, e.item);
+            store_sum<T, N>(s, e, 0, i0, [&](int r) { return out_row<T>(p.dq, x.b, x.h, x.r0 + r); },
+                            min(QB, p.seq_len_q - x.r0), p.scale);
+        }
     }
 }
 
