@@ -1308,8 +1308,8 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
 
 /* After both kernels, the outputs of the items cut into chunks: the sums of their chunks' partial sums, in chunk
  * order (so the same in every run). Block x of row k takes entry x of kernel k's list: the CTAs of an item's first
- * four chunks (two when it has fewer; an item cut has two or more) share its values, in slices of an eighth of a
- * thread's. */
+ * four chunks (two when it has fewer; an item cut has two or more) share its values: each thread's values of each
+ * output in four slices. */
 template <typename T, int D> __global__ void __launch_bounds__(NTHREADS) bwd_sum_kernel(const bwd_params p)
 {
     fm_pdl_wait(); /* a programmatic dependent of the dQ pass */

@@ -4,8 +4,8 @@
  *
  * Each case draws fresh normal q, k, v (rounded to the case's dtype, so the reference sees the same inputs), builds
  * a mask from vectors (random intervals, random intervals plus a band of fully masked rows, causal, sliding
- * window, documents, causal documents, full, causal with keys evicted soon after they appear; one mask per
- * (batch_m, heads_m)), poisons o and lse, runs the kernel
+ * window, documents, causal documents, full, causal with keys evicted soon after they appear, global keys plus a
+ * band; one mask per (batch_m, heads_m)), poisons o and lse, runs the kernel
  * (default, positive and negative softmax scales) and checks: ||o - ref|| / ||ref|| (Frobenius) <= 1e-2 for bf16 and
  * 3e-3 for fp16; no NaN/Inf in o; lse within 1e-3 of the reference (relative, floor 1) and exactly -inf on fully masked
  * rows, whose o must be exactly 0. Shapes: q, o [B, Nq, H, D] or [B, H, Nq, D] (and a padded-row variant) by strides;
